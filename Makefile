@@ -1,0 +1,36 @@
+# The README's two commands: `make demo` and `make test`. Everything else is set up from here.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+
+.PHONY: install demo test bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first, pinned to the build this machine class has on disk (a newer one would download GBs);
+# then the project. Ultralytics pulls opencv-python (GUI); the edge wants opencv-python-headless:
+# both write the same cv2/ folder, so remove both and reinstall headless last.
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/pip install -q -e ".[all,dev]"
+	$(BIN)/pip uninstall -q -y opencv-python opencv-python-headless
+	$(BIN)/pip install -q "opencv-python-headless>=4.8"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/python -m edge_mlla.demo
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+bench: install
+	$(BIN)/python benchmarks/bench_mlla_vs_psa.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,14 @@
+"""edge_mlla: YOLO11 with Mamba-Like Linear Attention, from training to the edge.
+
+``import edge_mlla`` is light: it pulls in numpy and OpenCV only. The training side
+(``edge_mlla.nn``, ``edge_mlla.reparam``, ``edge_mlla.export``) imports torch and
+Ultralytics when you import it; runtimes import their own library lazily.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from edge_mlla.errors import EdgeMLLAError  # noqa: E402
+
+__all__ = ["EdgeMLLAError", "__version__"]

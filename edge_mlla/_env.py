@@ -1,0 +1,109 @@
+"""The one place that makes the training/export stack run offline.
+
+:func:`setup_offline` is idempotent and cheap; every module that is about to import
+Ultralytics, OpenVINO's converter or NNCF calls it first. It
+
+* sets ``YOLO_OFFLINE=1`` (stops Ultralytics' connectivity check, pip auto-installs
+  and analytics),
+* points ``YOLO_CONFIG_DIR`` and ``MPLCONFIGDIR`` at writable folders when they are
+  unset or not writable,
+* puts a local TTF at ``$YOLO_CONFIG_DIR/Arial.ttf`` (and ``Arial.Unicode.ttf``) so
+  Ultralytics' ``check_font`` never downloads one (it runs on every train/val, even
+  offline),
+* opts out of OpenVINO / NNCF telemetry (the consent file ``~/intel/openvino_telemetry``
+  and ``NNCF_CI``), unless ``EDGE_MLLA_ALLOW_TELEMETRY=1``.
+
+User settings win: a variable that is already set to a usable value is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+LOGGER = logging.getLogger("edge_mlla")
+_DONE = False
+
+
+def _writable_dir(candidate: Path) -> bool:
+    try:
+        candidate.mkdir(parents=True, exist_ok=True)
+        probe = candidate / ".edge_mlla_write_test"
+        probe.write_text("ok")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def _ensure_dir_var(name: str, default: Path) -> Path:
+    current = os.environ.get(name)
+    if current and _writable_dir(Path(current)):
+        return Path(current)
+    for cand in (default, Path(tempfile.gettempdir()) / "edge_mlla" / default.name):
+        if _writable_dir(cand):
+            os.environ[name] = str(cand)
+            return cand
+    raise OSError(f"no writable folder for {name}: tried {default} and the temp dir")
+
+
+def _find_ttf() -> Path | None:
+    try:  # matplotlib ships DejaVuSans with every wheel; Ultralytics depends on matplotlib
+        import matplotlib
+
+        p = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if p.is_file():
+            return p
+    except Exception:  # pragma: no cover - matplotlib missing: fall through to system fonts
+        pass
+    for p in (Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),):
+        if p.is_file():
+            return p
+    return None
+
+
+def _opt_out_telemetry() -> None:
+    if os.environ.get("EDGE_MLLA_ALLOW_TELEMETRY") == "1":
+        return
+    os.environ.setdefault("NNCF_CI", "1")  # NNCF swaps its telemetry for a stub when set
+    # openvino_telemetry reads a consent file at ~/intel/openvino_telemetry: "0" means opted out.
+    consent = Path.home() / "intel" / "openvino_telemetry"
+    try:
+        if not consent.is_file() or consent.read_text().strip() != "0":
+            consent.parent.mkdir(parents=True, exist_ok=True)
+            consent.write_text("0")
+    except OSError:
+        LOGGER.debug("could not write OpenVINO telemetry opt-out at %s", consent)
+
+
+def setup_offline() -> Path:
+    """Make Ultralytics / OpenVINO / NNCF safe to use with no network; return the Ultralytics config dir.
+
+    Example:
+        >>> from edge_mlla._env import setup_offline
+        >>> cfg_dir = setup_offline()
+        >>> (cfg_dir / "Arial.ttf").is_file()
+        True
+    """
+    global _DONE
+    cfg = Path(os.environ["YOLO_CONFIG_DIR"]) if _DONE else None
+    if cfg is not None and (cfg / "Arial.ttf").is_file():
+        return cfg
+    os.environ["YOLO_OFFLINE"] = "1"
+    base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    cfg = _ensure_dir_var("YOLO_CONFIG_DIR", base / "edge_mlla" / "ultralytics")
+    _ensure_dir_var("MPLCONFIGDIR", base / "edge_mlla" / "matplotlib")
+    ttf = _find_ttf()
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        target = cfg / name
+        if not target.is_file():
+            if ttf is None:
+                LOGGER.warning("no local TTF font found; Ultralytics may try to download %s", name)
+                break
+            shutil.copyfile(ttf, target)
+    _opt_out_telemetry()
+    _DONE = True
+    return cfg

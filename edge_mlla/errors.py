@@ -1,0 +1,44 @@
+"""Every exception edge_mlla raises on purpose lives here.
+
+All derive from :class:`EdgeMLLAError`, so ``except EdgeMLLAError`` catches any of
+them; each also derives from the built-in it refines (``ValueError``, ``TypeError``,
+``FileNotFoundError``, ...) so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class EdgeMLLAError(Exception):
+    """Base class of all edge_mlla errors."""
+
+
+class ConfigError(EdgeMLLAError, ValueError):
+    """A value (argument, model scale, size, option) is not one we accept."""
+
+
+class InputTypeError(EdgeMLLAError, TypeError):
+    """An argument has the wrong type."""
+
+
+class ShapeError(EdgeMLLAError, ValueError):
+    """A tensor or array has the wrong shape, channel count or dtype."""
+
+
+class ModelFileError(EdgeMLLAError, ValueError):
+    """A model file is missing, corrupt, or not the kind of model expected."""
+
+
+class MissingFileError(EdgeMLLAError, FileNotFoundError):
+    """A file or folder the call needs does not exist."""
+
+
+class BackendUnavailableError(EdgeMLLAError, RuntimeError):
+    """The requested runtime backend cannot run on this machine (package or device missing)."""
+
+
+class ExportError(EdgeMLLAError, RuntimeError):
+    """Exporting or converting a model failed."""
+
+
+class DatasetError(EdgeMLLAError, ValueError):
+    """A dataset (data.yaml, image folder, calibration source) is missing or malformed."""
