@@ -22,7 +22,7 @@ from edge_mlla.nn.modules import (
     convert_official_state_dict,
     rope_angles,
 )
-from edge_mlla.nn.register import CFG_DIR, model_yamls, resolve_model_yaml
+from edge_mlla.nn.register import CFG_DIR, model_config, model_yamls, resolve_model_yaml
 
 __all__ = [
     "C2MLLA",
@@ -33,6 +33,7 @@ __all__ = [
     "MLLABlockDeploy",
     "apply_rope",
     "convert_official_state_dict",
+    "model_config",
     "model_yamls",
     "resolve_model_yaml",
     "rope_angles",

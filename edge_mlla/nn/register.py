@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from pathlib import Path
+
+import yaml
 
 from edge_mlla._env import setup_offline
 
@@ -24,6 +27,7 @@ setup_offline()
 import ultralytics.engine.model as _engine_model  # noqa: E402
 import ultralytics.nn.tasks as _tasks  # noqa: E402
 
+from edge_mlla.errors import ConfigError  # noqa: E402
 from edge_mlla.nn.modules import C2MLLA  # noqa: E402
 
 LOGGER = logging.getLogger("edge_mlla")
@@ -36,17 +40,46 @@ def model_yamls() -> list[str]:
     return sorted(p.name for p in CFG_DIR.glob("*.yaml"))
 
 
-def resolve_model_yaml(name: str | Path) -> Path | None:
-    """Our yaml for ``name`` (``yolo11n-mlla.yaml`` -> ``cfg/yolo11n-mlla.yaml``, scale kept in the name)."""
-    import re
+_SCALED = re.compile(r"^(?P<pre>.*?\d+)(?P<scale>[a-z])(?P<rest>-.+)$")
 
+
+def resolve_model_yaml(name: str | Path) -> Path | None:
+    """Our yaml for ``name`` (``yolo11n-mlla.yaml`` -> ``cfg/yolo11n-mlla.yaml``, scale kept in the name).
+
+    Returns None for names that are not ours (Ultralytics then resolves them as usual).
+    """
     p = Path(name)
     if p.suffix not in {".yaml", ".yml"} or p.exists():
         return None
-    unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", p.stem) + p.suffix
-    if (CFG_DIR / unified).is_file() or (CFG_DIR / p.name).is_file():
-        return CFG_DIR / p.name  # may not exist itself: yaml_model_load unifies the scale letter away
+    if (CFG_DIR / p.name).is_file():
+        return CFG_DIR / p.name
+    m = _SCALED.match(p.stem)
+    if m and (CFG_DIR / f"{m['pre']}{m['rest']}{p.suffix}").is_file() and m["scale"] in "nslmx":
+        return CFG_DIR / p.name  # does not exist itself: yaml_model_load unifies the scale letter away
     return None
+
+
+def model_config(name: str | Path) -> dict:
+    """The model dict Ultralytics builds from ``name`` (one of ours, with its scale letter), validated.
+
+    Example:
+        >>> model_config("yolo11n-mlla.yaml")["scale"]
+        'n'
+    """
+    p = Path(name)
+    m = _SCALED.match(p.stem)
+    if m and (CFG_DIR / f"{m['pre']}{m['rest']}{p.suffix}").is_file():
+        base = CFG_DIR / f"{m['pre']}{m['rest']}{p.suffix}"
+        scales = (yaml.safe_load(base.read_text()) or {}).get("scales", {})
+        if m["scale"] not in scales:
+            raise ConfigError(
+                f"unknown model scale {m['scale']!r} in {p.name!r}: expected one of {', '.join(scales)} "
+                f"(e.g. {m['pre']}n{m['rest']}{p.suffix})"
+            )
+    ours = resolve_model_yaml(name)
+    if ours is None and not p.is_file():
+        raise ConfigError(f"{str(name)!r} is neither one of our model yamls {model_yamls()} nor an existing file")
+    return _ORIG_YAML_LOAD(ours if ours is not None else p)
 
 
 def _patched_parse_model(d, ch, verbose=True):
@@ -78,8 +111,10 @@ def _log_layers(model) -> None:
 
 
 def _patched_yaml_model_load(path):
-    ours = resolve_model_yaml(path)
-    return _ORIG_YAML_LOAD(ours if ours is not None else path)
+    m = _SCALED.match(Path(path).stem)
+    if m and (CFG_DIR / f"{m['pre']}{m['rest']}.yaml").is_file():
+        return model_config(path)  # ours: validated scale letter
+    return _ORIG_YAML_LOAD(path)
 
 
 _ORIG_PARSE = getattr(_tasks.parse_model, "_edge_mlla_orig", _tasks.parse_model)
