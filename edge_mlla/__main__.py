@@ -1,0 +1,3 @@
+from edge_mlla.cli import main
+
+raise SystemExit(main())
