@@ -42,3 +42,11 @@ class ExportError(EdgeMLLAError, RuntimeError):
 
 class DatasetError(EdgeMLLAError, ValueError):
     """A dataset (data.yaml, image folder, calibration source) is missing or malformed."""
+
+
+class ImageReadError(EdgeMLLAError, ValueError):
+    """A file exists but could not be decoded as an image."""
+
+
+class MissingDependencyError(EdgeMLLAError, ImportError):
+    """An optional package a call needs is not installed (the message says which and how to install it)."""

@@ -1,0 +1,373 @@
+"""Pre- and postprocessing for YOLO detectors: letterbox, box decode and class-aware NMS (numpy + OpenCV).
+
+One torch-free module shared by :class:`edge_mlla.Detector`, INT8 calibration and evaluation, so every
+path feeds the model the same pixels and reads its output the same way. The letterbox and box
+rescaling follow Ultralytics' ``LetterBox`` and ``scale_boxes`` exactly (same rounding), so boxes match
+``ultralytics.YOLO(...).predict`` to well under a pixel.
+
+Example:
+    >>> import numpy as np
+    >>> from edge_mlla.ops import preprocess, postprocess
+    >>> batch, metas = preprocess([np.zeros((480, 640, 3), np.uint8)], (320, 320))
+    >>> batch.shape, batch.dtype
+    ((1, 3, 320, 320), dtype('float32'))
+    >>> raw = np.zeros((1, 4 + 3, 2100), np.float32)       # (batch, 4 + classes, anchors), as YOLO11 exports
+    >>> raw[0, :4, 0] = [160, 160, 64, 32]; raw[0, 4, 0] = 0.9  # one box of class 0 at the centre
+    >>> dets = postprocess(raw, metas)[0]
+    >>> dets.xyxy.round(1).tolist(), dets.class_id.tolist()
+    ([[256.0, 208.0, 384.0, 272.0]], [0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edge_mlla.errors import ConfigError, ModelFileError, ShapeError
+from edge_mlla.results import Detections
+
+PAD_VALUE = 114  # Ultralytics' letterbox grey
+MAX_NMS = 30000  # candidates kept for NMS per image, as Ultralytics
+_NMS_BLOCK = 512  # boxes resolved together in one vectorized NMS block
+
+
+@dataclass(frozen=True)
+class LetterboxMeta:
+    """How one image was letterboxed: enough to map model-input boxes back to original pixels.
+
+    ``orig_shape`` and ``input_shape`` are (height, width); ``gain`` is (y, x) scale from original to resized;
+    ``pad`` is (left, top) in input pixels.
+    """
+
+    orig_shape: tuple[int, int]
+    input_shape: tuple[int, int]
+    gain: tuple[float, float]
+    pad: tuple[int, int]
+
+
+def _pair(size: int | Sequence[int], what: str = "imgsz") -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        size = (int(size), int(size))
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{what} must be an int or (height, width), got {size!r}") from e
+    if h <= 0 or w <= 0:
+        raise ConfigError(f"{what} must be positive, got {(h, w)}")
+    return h, w
+
+
+def letterbox(
+    image: np.ndarray,
+    new_shape: int | Sequence[int] = 640,
+    stride: int = 32,
+    auto: bool = False,
+    pad_value: int = PAD_VALUE,
+) -> tuple[np.ndarray, LetterboxMeta]:
+    """Resize ``image`` (HxWxC uint8) keeping its aspect ratio and pad it to ``new_shape`` (height, width).
+
+    With ``auto=True`` the padding is reduced to the smallest multiple of ``stride`` (for models with
+    dynamic input size). Rounding is Ultralytics': each resized side is at least 1 pixel.
+
+    Example:
+        >>> import numpy as np
+        >>> img, meta = letterbox(np.zeros((480, 640, 3), np.uint8), 320)
+        >>> img.shape, meta.gain, meta.pad
+        ((320, 320, 3), (0.5, 0.5), (0, 40))
+    """
+    oh, ow = image.shape[:2]
+    nh, nw = _pair(new_shape, "new_shape")
+    r = min(nh / oh, nw / ow)
+    uw, uh = max(round(ow * r), 1), max(round(oh * r), 1)
+    dw, dh = nw - uw, nh - uh
+    if auto:
+        dw, dh = dw % stride, dh % stride
+    dw, dh = dw / 2, dh / 2
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    if (uw, uh) != (ow, oh):
+        image = cv2.resize(image, (uw, uh), interpolation=cv2.INTER_LINEAR)
+    if top or bottom or left or right:
+        image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
+    meta = LetterboxMeta(
+        orig_shape=(oh, ow),
+        input_shape=(image.shape[0], image.shape[1]),
+        gain=(uh / oh, uw / ow),
+        pad=(left, top),
+    )
+    return image, meta
+
+
+def preprocess(
+    images: Sequence[np.ndarray],
+    imgsz: int | Sequence[int],
+    stride: int = 32,
+    auto: bool = False,
+    rgb: bool = False,
+    batch_size: int | None = None,
+) -> tuple[np.ndarray, list[LetterboxMeta]]:
+    """Letterbox BGR uint8 HxWx3 images into one float32 NCHW RGB batch in [0, 1].
+
+    ``rgb=True`` says the images are already RGB. ``batch_size`` pads the batch with grey frames up to
+    a fixed model batch (the metas list only covers the real images). Images must already be 3-channel
+    uint8 (:func:`edge_mlla.detector.as_bgr` converts and validates user input).
+
+    Example:
+        >>> import numpy as np
+        >>> x, metas = preprocess([np.full((10, 20, 3), 255, np.uint8)], 64, batch_size=2)
+        >>> x.shape, float(x[0, 0, 32, 32]), len(metas)
+        ((2, 3, 64, 64), 1.0, 1)
+    """
+    if len(images) == 0:
+        raise ShapeError("preprocess got no images; expected at least one HxWx3 uint8 image")
+    boxed = [letterbox(im, imgsz, stride, auto) for im in images]
+    shapes = {b[0].shape for b in boxed}
+    if len(shapes) != 1:  # only possible with auto=True on images of different aspect ratios
+        h = max(s[0] for s in shapes)
+        w = max(s[1] for s in shapes)
+        boxed = [letterbox(im, (h, w), stride, False) for im in images]
+    n = max(len(boxed), batch_size or 0)
+    h, w = boxed[0][0].shape[:2]
+    batch = np.empty((n, 3, h, w), np.float32)
+    for i, (img, _) in enumerate(boxed):
+        # blobFromImage: channel swap, HWC->CHW and scaling in one C++ pass
+        batch[i] = cv2.dnn.blobFromImage(img, 1 / 255.0, swapRB=not rgb)[0]
+    if n > len(boxed):
+        batch[len(boxed) :] = PAD_VALUE / 255.0
+    return batch, [b[1] for b in boxed]
+
+
+def scale_boxes(boxes: np.ndarray, meta: LetterboxMeta, clip: bool = True) -> np.ndarray:
+    """Map xyxy boxes from model-input pixels back to the original image (in place; returns ``boxes``).
+
+    Example:
+        >>> import numpy as np
+        >>> _, meta = letterbox(np.zeros((480, 640, 3), np.uint8), 320)
+        >>> scale_boxes(np.array([[0, 40, 320, 280]], np.float32), meta).tolist()
+        [[0.0, 0.0, 640.0, 480.0]]
+    """
+    gy, gx = meta.gain
+    px, py = meta.pad
+    boxes[:, [0, 2]] -= px
+    boxes[:, [1, 3]] -= py
+    boxes[:, [0, 2]] /= gx
+    boxes[:, [1, 3]] /= gy
+    if clip:
+        h, w = meta.orig_shape
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+    return boxes
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of xyxy boxes.
+
+    Example:
+        >>> import numpy as np
+        >>> box_iou(np.array([[0, 0, 2, 2]]), np.array([[1, 0, 3, 2], [5, 5, 6, 6]])).round(3).tolist()
+        [[0.333, 0.0]]
+    """
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clip(0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return inter / np.maximum(union, np.finfo(np.float32).tiny)
+
+
+def nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    iou: float = 0.45,
+    class_id: np.ndarray | None = None,
+    max_det: int | None = None,
+) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, highest score first.
+
+    Class-aware when ``class_id`` is given (boxes of different classes never suppress each other).
+    Exactly the greedy result of ``torchvision.ops.nms`` (a box is dropped when its IoU with a kept,
+    higher-scoring box is ``> iou``), computed blockwise with matrix operations: the Python loop runs
+    once per block of 512 candidates and per suppression-chain depth inside a block, never per box.
+
+    Example:
+        >>> import numpy as np
+        >>> b = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10]], np.float32)
+        >>> nms(b, np.array([0.9, 0.8, 0.7]), 0.5).tolist()
+        [0]
+        >>> nms(b, np.array([0.9, 0.8, 0.7]), 0.5, class_id=np.array([0, 0, 1])).tolist()
+        [0, 2]
+    """
+    n = len(boxes)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    order = np.argsort(-scores, kind="stable")
+    boxes = np.asarray(boxes, np.float32)[order]
+    cls = None if class_id is None else np.asarray(class_id)[order]
+    kept: list[np.ndarray] = []  # kept positions (in sorted order), block by block
+    n_kept = 0
+    limit = n if max_det is None else max_det
+    for start in range(0, n, _NMS_BLOCK):
+        blk = slice(start, min(start + _NMS_BLOCK, n))
+        bb = boxes[blk]
+        alive = np.ones(len(bb), bool)
+        if n_kept:  # suppression by boxes kept in earlier blocks
+            prev = np.concatenate(kept)
+            over = box_iou(boxes[prev], bb) > iou
+            if cls is not None:
+                over &= cls[prev][:, None] == cls[blk][None, :]
+            alive &= ~over.any(0)
+        idx = np.flatnonzero(alive)
+        if len(idx):
+            sub = bb[idx]
+            over = np.triu(box_iou(sub, sub) > iou, 1)  # over[i, j]: higher-scoring i would drop j
+            if cls is not None:
+                c = cls[blk][idx]
+                over &= c[:, None] == c[None, :]
+            # Greedy NMS as a fixed point: keep[j] = no kept i < j overlaps j. Iterating from "keep all"
+            # settles one more position of every suppression chain per pass (a DAG, so it terminates).
+            keep = np.ones(len(idx), bool)
+            if over.any():
+                for _ in range(len(idx)):
+                    new = ~(over & keep[:, None]).any(0)
+                    if np.array_equal(new, keep):
+                        break
+                    keep = new
+            sel = idx[keep] + start
+            kept.append(sel)
+            n_kept += len(sel)
+        if n_kept >= limit:
+            break
+    out = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+    return order[out[:limit]]
+
+
+def _split_output(output: np.ndarray, nc: int | None) -> tuple[np.ndarray, bool]:
+    """(batch, anchors, 4 + nc) view of a YOLO detect output, and whether it is end-to-end (already NMS'd)."""
+    out = np.asarray(output)
+    if out.ndim == 2:
+        out = out[None]
+    if out.ndim != 3:
+        raise ModelFileError(
+            f"model output has shape {tuple(np.shape(output))}; expected a YOLO detect head output "
+            "(batch, 4 + classes, anchors) or an end-to-end output (batch, detections, 6)"
+        )
+    b, d1, d2 = out.shape
+    if nc is not None:
+        if d1 == 4 + nc and d2 != 4 + nc:
+            return out.transpose(0, 2, 1), False
+        if d2 == 4 + nc and d1 != 4 + nc:
+            return out, False
+        if d1 == 4 + nc:  # square ambiguity: Ultralytics' layout is channels first
+            return out.transpose(0, 2, 1), False
+        if d2 == 6:
+            return out, True
+        raise ModelFileError(
+            f"model output has shape {out.shape} but the model has {nc} classes; expected "
+            f"(batch, {4 + nc}, anchors) or (batch, detections, 6)"
+        )
+    if d2 == 6 and d1 > 6:
+        return out, True
+    if d1 > 4 and d2 > d1:
+        return out.transpose(0, 2, 1), False
+    raise ModelFileError(
+        f"model output has shape {out.shape}; expected (batch, 4 + classes, anchors) with more anchors than "
+        "channels, or (batch, detections, 6) — pass names= to Detector if the model has no class metadata"
+    )
+
+
+def xywh2xyxy(xywh: np.ndarray) -> np.ndarray:
+    """Centre-size boxes to corner boxes (new float32 array).
+
+    Example:
+        >>> import numpy as np
+        >>> xywh2xyxy(np.array([[10, 10, 4, 2]], np.float32)).tolist()
+        [[8.0, 9.0, 12.0, 11.0]]
+    """
+    xy, half = xywh[:, :2], xywh[:, 2:4] / 2
+    return np.concatenate([xy - half, xy + half], axis=1).astype(np.float32, copy=False)
+
+
+def check_thresholds(conf: float, iou: float, max_det: int) -> None:
+    """Raise ``ConfigError`` unless 0 <= conf <= 1, 0 <= iou <= 1 and max_det >= 1.
+
+    Example:
+        >>> check_thresholds(0.25, 0.45, 300)
+    """
+    for name, v in (("conf", conf), ("iou", iou)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0.0 <= float(v) <= 1.0:
+            raise ConfigError(f"{name} must be a number in [0, 1], got {v!r}")
+    if isinstance(max_det, bool) or not isinstance(max_det, (int, np.integer)) or max_det < 1:
+        raise ConfigError(f"max_det must be an int >= 1, got {max_det!r}")
+
+
+def postprocess(
+    output: np.ndarray,
+    metas: Sequence[LetterboxMeta],
+    conf: float = 0.25,
+    iou: float = 0.45,
+    max_det: int = 300,
+    classes: Sequence[int] | None = None,
+    names: dict[int, str] | None = None,
+    agnostic: bool = False,
+    nc: int | None = None,
+) -> list[Detections]:
+    """Decode a YOLO detect output into one :class:`Detections` per meta, in original-image pixels.
+
+    ``output`` is (batch, 4 + nc, anchors) with xywh in input pixels and per-class scores (YOLO11's
+    export), or (batch, n, 6) ``x1, y1, x2, y2, score, class`` from an end-to-end model. Rows past
+    ``len(metas)`` (batch padding) are ignored. Matches Ultralytics' ``non_max_suppression``: best class
+    per box, ``score > conf``, class-aware NMS with ``IoU > iou`` suppressed, at most ``max_det`` boxes.
+
+    Example:
+        >>> import numpy as np
+        >>> _, metas = preprocess([np.zeros((320, 320, 3), np.uint8)], 320)
+        >>> postprocess(np.zeros((1, 5, 2100), np.float32), metas)[0].xyxy.shape
+        (0, 4)
+    """
+    check_thresholds(conf, iou, max_det)
+    if nc is None and names:
+        nc = len(names)
+    preds, end2end = _split_output(output, nc)
+    if preds.shape[0] < len(metas):
+        raise ModelFileError(f"model returned {preds.shape[0]} results for a batch of {len(metas)} images")
+    want = None if classes is None else np.asarray(list(classes), np.int64)
+    results = []
+    for pred, meta in zip(preds, metas):
+        if end2end:
+            score, cls = pred[:, 4], pred[:, 5].astype(np.int64)
+            m = score > conf
+            if want is not None:
+                m &= np.isin(cls, want)
+            idx = np.flatnonzero(m)[:max_det]
+            xyxy = pred[idx, :4].astype(np.float32)
+            score, cls = score[idx], cls[idx]
+        else:
+            cls_scores = pred[:, 4:]
+            best = cls_scores.max(1)
+            cand = np.flatnonzero(best > conf)
+            cls = cls_scores[cand].argmax(1)
+            score = best[cand]
+            if want is not None:
+                m = np.isin(cls, want)
+                cand, cls, score = cand[m], cls[m], score[m]
+            if len(cand) > MAX_NMS:
+                top = np.argsort(-score, kind="stable")[:MAX_NMS]
+                cand, cls, score = cand[top], cls[top], score[top]
+            xyxy = xywh2xyxy(pred[cand, :4])
+            keep = nms(xyxy, score, iou, None if agnostic else cls, max_det)
+            xyxy, score, cls = xyxy[keep], score[keep], cls[keep]
+        scale_boxes(xyxy, meta)
+        results.append(
+            Detections(
+                xyxy=np.ascontiguousarray(xyxy, np.float32),
+                confidence=score.astype(np.float32),
+                class_id=cls.astype(np.int64),
+                names=names,
+            )
+        )
+    return results

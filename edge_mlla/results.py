@@ -1,0 +1,181 @@
+"""Detection results: parallel numpy arrays, validated once, indexable, drawable, convertible.
+
+Modelled on supervision's ``Detections`` (``xyxy`` required, ``confidence``/``class_id`` parallel arrays,
+a ``data`` dict for extras, indexing returns a new ``Detections``), and converts to it without importing
+supervision unless :meth:`Detections.to_supervision` is called.
+
+Example:
+    >>> import numpy as np
+    >>> d = Detections(np.array([[0, 0, 10, 10], [5, 5, 20, 20]], np.float32),
+    ...                np.array([0.9, 0.4], np.float32), np.array([1, 0]), names={0: "RBC", 1: "WBC"})
+    >>> len(d), d.class_name.tolist()
+    (2, ['WBC', 'RBC'])
+    >>> d[d.confidence > 0.5].class_name.tolist()
+    ['WBC']
+    >>> [(det.class_name, round(det.confidence, 1)) for det in d]
+    [('WBC', 0.9), ('RBC', 0.4)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from edge_mlla.errors import InputTypeError, MissingDependencyError, ShapeError
+
+
+class Detection(NamedTuple):
+    """One detection, as yielded by iterating over :class:`Detections`."""
+
+    xyxy: np.ndarray
+    confidence: float
+    class_id: int
+    class_name: str
+
+
+@dataclass
+class Detections:
+    """Detections of one image: ``xyxy`` (n, 4) float32 in original-image pixels, ``confidence`` (n,)
+    float32, ``class_id`` (n,) int64, ``names`` (class id -> name) and ``data`` (extra per-box arrays).
+
+    Example:
+        >>> import numpy as np
+        >>> Detections.empty().xyxy.shape
+        (0, 4)
+        >>> Detections(np.zeros((1, 4), np.float32), np.ones(1, np.float32), np.zeros(1, np.int64)).class_name.tolist()
+        ['0']
+    """
+
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    class_id: np.ndarray
+    names: dict[int, str] | None = None
+    data: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("xyxy", "confidence", "class_id"):
+            if not isinstance(getattr(self, name), np.ndarray):
+                raise InputTypeError(f"Detections.{name} must be a numpy array, got {type(getattr(self, name)).__name__}")
+        if self.xyxy.ndim != 2 or self.xyxy.shape[1] != 4:
+            raise ShapeError(f"Detections.xyxy must have shape (n, 4), got {self.xyxy.shape}")
+        n = len(self.xyxy)
+        self.xyxy = self.xyxy.astype(np.float32, copy=False)
+        self.confidence = self.confidence.astype(np.float32, copy=False)
+        self.class_id = self.class_id.astype(np.int64, copy=False)
+        for name in ("confidence", "class_id"):
+            arr = getattr(self, name)
+            if arr.shape != (n,):
+                raise ShapeError(f"Detections.{name} must have shape ({n},) to match xyxy, got {arr.shape}")
+        if self.names is None:
+            self.names = {}
+        for key, arr in self.data.items():
+            if len(arr) != n:
+                raise ShapeError(f"Detections.data[{key!r}] must have length {n} to match xyxy, got {len(arr)}")
+
+    @classmethod
+    def empty(cls, names: dict[int, str] | None = None) -> Detections:
+        """No detections."""
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), names=names)
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @property
+    def class_name(self) -> np.ndarray:
+        """Class names per box (str array); the id as text where the model has no name for it."""
+        names = self.names or {}
+        return np.array([names.get(int(c), str(int(c))) for c in self.class_id], dtype=str).reshape(len(self))
+
+    def __iter__(self) -> Iterator[Detection]:
+        names = self.class_name
+        for i in range(len(self)):
+            yield Detection(self.xyxy[i], float(self.confidence[i]), int(self.class_id[i]), str(names[i]))
+
+    def __getitem__(self, index: int | slice | np.ndarray | list) -> Detections:
+        """A new ``Detections`` with the selected boxes (int, slice, index list or boolean mask); stays 2-D."""
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        return Detections(
+            self.xyxy[index],
+            self.confidence[index],
+            self.class_id[index],
+            names=self.names,
+            data={k: v[index] for k, v in self.data.items()},
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Detections):
+            return NotImplemented
+        return (
+            np.array_equal(self.xyxy, other.xyxy)
+            and np.array_equal(self.confidence, other.confidence)
+            and np.array_equal(self.class_id, other.class_id)
+            and self.data.keys() == other.data.keys()
+            and all(np.array_equal(v, other.data[k]) for k, v in self.data.items())
+        )
+
+    def __repr__(self) -> str:
+        return f"Detections(n={len(self)}, classes={sorted(set(self.class_name.tolist()))})"
+
+    def draw(self, image: np.ndarray, thickness: int = 2, labels: bool = True) -> np.ndarray:
+        """A copy of ``image`` (BGR uint8, the one these detections came from) with boxes and labels drawn.
+
+        Example:
+            >>> import numpy as np
+            >>> d = Detections(np.array([[2, 2, 30, 30]], np.float32), np.ones(1, np.float32), np.zeros(1, np.int64))
+            >>> out = d.draw(np.zeros((40, 40, 3), np.uint8))
+            >>> out.shape, bool(out.any())
+            ((40, 40, 3), True)
+        """
+        import cv2
+
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ShapeError(
+                "draw() needs the BGR uint8 HxWx3 image the detections came from, got "
+                + (f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__)
+            )
+        out = image.copy()
+        scale = max(0.4, min(out.shape[:2]) / 900)
+        for det in self:
+            x1, y1, x2, y2 = (int(round(v)) for v in det.xyxy)
+            color = _color(det.class_id)
+            cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
+            if labels:
+                text = f"{det.class_name} {det.confidence:.2f}"
+                (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+                ty = y1 - 2 if y1 - th - base - 2 >= 0 else y1 + th + 2
+                cv2.rectangle(out, (x1, ty - th - base), (x1 + tw, ty + base - 1), color, -1)
+                cv2.putText(out, text, (x1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        return out
+
+    def to_supervision(self) -> Any:
+        """The same detections as a ``supervision.Detections`` (needs ``pip install supervision``).
+
+        Class names go to ``data["class_name"]``, as supervision's own converters do.
+        """
+        try:
+            import supervision as sv
+        except ImportError as e:
+            raise MissingDependencyError("to_supervision() needs the supervision package: pip install supervision") from e
+        return sv.Detections(
+            xyxy=self.xyxy.copy(),
+            confidence=self.confidence.copy(),
+            class_id=self.class_id.astype(int),
+            data={"class_name": self.class_name, **{k: np.asarray(v) for k, v in self.data.items()}},
+        )
+
+    def to_dict(self) -> list[dict[str, Any]]:
+        """Plain-Python records (JSON-serializable), one per box."""
+        return [
+            {"xyxy": [float(v) for v in d.xyxy], "confidence": d.confidence, "class_id": d.class_id, "class_name": d.class_name}
+            for d in self
+        ]
+
+
+def _color(class_id: int) -> tuple[int, int, int]:
+    palette = ((56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
+               (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0))
+    return palette[int(class_id) % len(palette)]
