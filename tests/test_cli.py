@@ -1,0 +1,48 @@
+"""The CLI is thin: it parses, calls the library, prints; library errors become exit code 2 with a message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from edge_mlla import __version__
+from edge_mlla.cli import build_parser, main
+
+
+def test_version_via_console_entry_point():
+    out = subprocess.run([sys.executable, "-m", "edge_mlla", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"edge-mlla {__version__}"
+
+
+def test_train_defaults_match_the_issue():
+    a = build_parser().parse_args(["train"])
+    assert (a.model, a.data, a.imgsz, a.device) == ("yolo11n-mlla.yaml", "bccd", 640, "cpu")
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["train", "--epochs", "0"], "epochs must be a positive int"),
+        (["train", "--data", "no/such/data.yaml", "--epochs", "1"], "neither a bundled name"),
+        (["train", "--model", "yolo11q-mlla.yaml", "--epochs", "1"], "unknown model scale 'q'"),
+        (["export", "does_not_exist.pt"], "does_not_exist.pt"),
+    ],
+)
+def test_library_errors_become_exit_code_2(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.startswith(f"edge-mlla {argv[0]}: error:")
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [(["export", "m.pt", "--format", "tflite"], "invalid choice: 'tflite'"),
+     (["export", "m.pt", "--imgsz", "6x4x2"], "imgsz must be N or H,W")],
+)
+def test_bad_arguments_are_rejected_by_the_parser(argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert needle in capsys.readouterr().err
