@@ -11,4 +11,16 @@ __version__ = "0.1.0"
 
 from edge_mlla.errors import EdgeMLLAError  # noqa: E402
 
-__all__ = ["EdgeMLLAError", "__version__"]
+__all__ = ["Detections", "Detector", "EdgeMLLAError", "__version__"]
+
+
+def __getattr__(name: str) -> object:  # PEP 562: Detector/Detections load on first use (numpy + OpenCV only)
+    if name == "Detector":
+        from edge_mlla.detector import Detector
+
+        return Detector
+    if name == "Detections":
+        from edge_mlla.results import Detections
+
+        return Detections
+    raise AttributeError(f"module 'edge_mlla' has no attribute {name!r}")

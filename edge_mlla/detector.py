@@ -1,0 +1,364 @@
+"""``Detector``: one object-detection API over every runtime backend (torch-free).
+
+``Detector(model)`` loads a model file with a backend chosen from its suffix and what is installed
+(``.xml`` -> OpenVINO; ``.onnx`` -> CUDA when a GPU is usable, else ONNX Runtime, else OpenVINO;
+``.pt`` -> torch), reads class names, stride and input size from the file's metadata (ours or
+Ultralytics'), and lets constructor arguments override them. Calling it runs letterbox preprocessing,
+the backend and decode + class-aware NMS (:mod:`edge_mlla.ops`) and returns :class:`Detections` in
+original-image pixels.
+
+Input images (``det(image)``):
+
+* a BGR ``uint8`` HxWx3 array, as OpenCV gives it (``rgb=True`` if it is RGB); any strides;
+* 2-D (HxW) or HxWx1 grayscale: converted to 3-channel (documented conversion);
+* HxWx4 BGRA (RGBA with ``rgb=True``): the alpha channel is dropped (documented conversion);
+* a path (``str`` / ``Path``) to an image file, read with OpenCV;
+* a list/tuple of the above, or an NxHxWx3 array: one batch, a list of ``Detections`` back.
+
+Anything else raises a typed :mod:`edge_mlla.errors` exception: ``None`` or another type ->
+``InputTypeError``; empty, non-uint8, or wrongly shaped arrays -> ``ShapeError``; a missing file ->
+``MissingFileError``; a file that is not an image -> ``ImageReadError``.
+
+A ``Detector`` is thread-safe: backends keep one infer request per thread (OpenVINO), rely on
+thread-safe sessions (ONNX Runtime) or lock (torch).
+
+Example:
+    >>> from edge_mlla import Detector
+    >>> det = Detector("yolo11n-mlla-bccd.onnx", conf=0.25)   # doctest: +SKIP
+    >>> d = det("blood.jpg")                                   # doctest: +SKIP
+    >>> d.xyxy.shape, d.class_name[:3]                         # doctest: +SKIP
+    ((23, 4), array(['RBC', 'RBC', 'WBC'], dtype='<U3'))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import cv2
+import numpy as np
+
+from edge_mlla.errors import ConfigError, ImageReadError, InputTypeError, MissingFileError, ModelFileError, ShapeError
+from edge_mlla.metadata import ModelInfo, parse_metadata
+from edge_mlla.ops import LetterboxMeta, check_thresholds, postprocess, preprocess
+from edge_mlla.results import Detections
+
+LOGGER = logging.getLogger("edge_mlla")
+
+ImageLike = Union[np.ndarray, str, os.PathLike]
+_MAX_DYNAMIC_BATCH = 16  # images per inference call for dynamic-batch models
+
+
+def as_bgr(image: Any, rgb: bool = False) -> np.ndarray:
+    """Validate one user image and return it as a contiguous BGR (or RGB when ``rgb``) uint8 HxWx3 array.
+
+    Gray (HxW, HxWx1) becomes 3-channel; BGRA/RGBA drops alpha; a path is read with OpenCV.
+
+    Example:
+        >>> import numpy as np
+        >>> as_bgr(np.zeros((4, 6), np.uint8)).shape
+        (4, 6, 3)
+        >>> as_bgr(np.zeros((4, 6, 4), np.uint8)).shape
+        (4, 6, 3)
+        >>> as_bgr(np.zeros((4, 6, 3), np.float32))
+        Traceback (most recent call last):
+        ...
+        edge_mlla.errors.ShapeError: image dtype is float32; expected uint8 (BGR, 0..255). Convert with (img * 255).clip(0, 255).astype(np.uint8) if it is in [0, 1]
+    """
+    if image is None:
+        raise InputTypeError("image is None; expected a BGR uint8 HxWx3 array, an image path, or a list of them")
+    if isinstance(image, (str, os.PathLike)):
+        return _read(Path(image))
+    if not isinstance(image, np.ndarray):
+        raise InputTypeError(
+            f"image has type {type(image).__name__}; expected a BGR uint8 HxWx3 numpy array, an image path, or a list of them"
+        )
+    if image.size == 0:
+        raise ShapeError(f"image is empty (shape {image.shape}); expected a BGR uint8 HxWx3 array with H, W >= 1")
+    if image.dtype != np.uint8:
+        raise ShapeError(
+            f"image dtype is {image.dtype}; expected uint8 (BGR, 0..255). Convert with "
+            "(img * 255).clip(0, 255).astype(np.uint8) if it is in [0, 1]"
+        )
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2BGR)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ShapeError(
+            f"image has shape {image.shape}; expected HxWx3 BGR (also accepted: HxW gray, HxWx4 BGRA, NxHxWx3 batch)"
+        )
+    if image.shape[2] == 4:
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGBA2RGB if rgb else cv2.COLOR_BGRA2BGR)
+    return np.ascontiguousarray(image)
+
+
+def _read(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise MissingFileError(f"image file not found: {path}")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ImageReadError(f"{path} could not be decoded as an image (OpenCV reads jpg, png, bmp, tiff, webp, ...)")
+    return img
+
+
+@dataclass
+class Timing:
+    """Seconds spent in the last call: preprocess, backend inference, postprocess."""
+
+    preprocess: float = 0.0
+    infer: float = 0.0
+    postprocess: float = 0.0
+    images: int = 0
+
+    @property
+    def total(self) -> float:
+        return self.preprocess + self.infer + self.postprocess
+
+
+@dataclass
+class _Prepared:
+    batches: list[tuple[np.ndarray, list[LetterboxMeta]]] = field(default_factory=list)
+    single: bool = False
+    preprocess_s: float = 0.0
+
+
+class Detector:
+    """A YOLO detector over any backend. Call it on an image, a path, or a list of them.
+
+    Args:
+        model: ``.xml`` (or its folder), ``.onnx`` or ``.pt`` model file.
+        backend: ``"auto"`` or a name from :func:`edge_mlla.runtimes.available` (``openvino``,
+            ``onnxruntime``, ``cuda``, ``torch``).
+        device: backend device (``CPU``/``GPU``/``NPU``/``AUTO`` for OpenVINO, ``cuda:N``, ``cpu``); backend default if None.
+        precision: ``f32``, ``bf16``, ``f16`` or ``int8`` where the backend offers it; None means the
+            backend's explicit default (f32, or the file's own precision for ONNX Runtime/CUDA).
+            The precision actually used is ``det.precision``.
+        conf, iou, max_det, classes: detection threshold, NMS IoU threshold, boxes per image,
+            class ids to keep (None keeps all).
+        imgsz: input (height, width) override for dynamic-size models (metadata otherwise).
+        names: class names override (dict or list).
+        agnostic: class-agnostic NMS.
+        **backend_options: passed to the backend (e.g. ``hint="throughput"`` for OpenVINO,
+            ``threads=2`` for ONNX Runtime).
+
+    Example:
+        >>> import numpy as np
+        >>> from edge_mlla import Detector
+        >>> det = Detector("model.onnx", backend="onnxruntime")   # doctest: +SKIP
+        >>> d = det(np.zeros((480, 640, 3), np.uint8))            # doctest: +SKIP
+        >>> det([img1, "b.jpg"])                                   # doctest: +SKIP
+        [Detections(n=12, ...), Detections(n=9, ...)]
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        backend: str = "auto",
+        device: str | None = None,
+        precision: str | None = None,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        classes: Sequence[int] | None = None,
+        *,
+        imgsz: int | Sequence[int] | None = None,
+        names: dict[int, str] | Sequence[str] | None = None,
+        agnostic: bool = False,
+        **backend_options: Any,
+    ) -> None:
+        from edge_mlla.runtimes import select_backend
+
+        if not isinstance(model, (str, os.PathLike)):
+            raise InputTypeError(f"model must be a path to a .xml, .onnx or .pt file, got {type(model).__name__}")
+        path = Path(model)
+        if not path.exists():
+            raise MissingFileError(f"model file not found: {path} (expected .xml, .onnx or .pt)")
+        if not isinstance(backend, str):
+            raise InputTypeError(f"backend must be a name like 'auto' or 'openvino', got {type(backend).__name__}")
+        check_thresholds(conf, iou, max_det)
+        self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
+        self.classes = None if classes is None else [int(c) for c in classes]
+        self.agnostic = bool(agnostic)
+        cls = select_backend(path, backend)
+        self.backend = cls(path, device=device, precision=precision, **backend_options)
+        self.info: ModelInfo = parse_metadata(self.backend.metadata)
+        self.names: dict[int, str] = self._names(names)
+        spec = self.backend.inputs[0]
+        if len(spec.shape) != 4 or spec.shape[1] not in (None, 3):
+            raise ModelFileError(f"{path} input {spec.name!r} has shape {spec.shape}; expected (batch, 3, height, width)")
+        self.stride = int(self.info.stride)
+        self.imgsz = self._imgsz(imgsz, spec.shape, path)
+        self.batch = spec.shape[0]  # None: dynamic
+        self._check_outputs(path)
+        self.last_timing = Timing()
+        self._pool: ThreadPoolExecutor | None = None
+        LOGGER.info(
+            "Detector: %s on %s/%s (%s), imgsz %s, %d classes",
+            path.name, self.backend.name, self.backend.device, self.backend.precision, self.imgsz, len(self.names),
+        )  # fmt: skip
+
+    # ---------------------------------------------------------------------------------- set-up
+    def _names(self, names: Any) -> dict[int, str]:
+        if names is None:
+            return dict(self.info.names)
+        if isinstance(names, dict):
+            return {int(k): str(v) for k, v in names.items()}
+        if isinstance(names, (list, tuple)):
+            return {i: str(v) for i, v in enumerate(names)}
+        raise InputTypeError(f"names must be a dict or a list of class names, got {type(names).__name__}")
+
+    def _imgsz(self, imgsz: Any, shape: tuple, path: Path) -> tuple[int, int]:
+        fixed = (shape[2], shape[3]) if shape[2] is not None and shape[3] is not None else None
+        if imgsz is not None:
+            hw = (int(imgsz), int(imgsz)) if isinstance(imgsz, (int, np.integer)) else tuple(int(v) for v in imgsz)
+            if len(hw) != 2 or min(hw) <= 0:
+                raise ConfigError(f"imgsz must be an int or (height, width), got {imgsz!r}")
+            if fixed and hw != fixed:
+                raise ConfigError(f"imgsz={hw} but {path.name} has a fixed input size {fixed}; re-export it for {hw}")
+            if any(s % self.stride for s in hw):
+                raise ConfigError(f"imgsz {hw} must be a multiple of the model stride {self.stride}")
+            return hw
+        if fixed:
+            return fixed
+        if self.info.imgsz:
+            return tuple(self.info.imgsz)
+        raise ConfigError(f"{path.name} has a dynamic input size and no imgsz metadata; pass imgsz=(height, width)")
+
+    def _check_outputs(self, path: Path) -> None:
+        outs = self.backend.outputs
+        if not outs:
+            raise ModelFileError(f"{path} has no outputs")
+        shape = outs[0].shape
+        nc = len(self.names) or None
+        ok = len(shape) == 3 and (
+            nc is None
+            or shape[1] in (None, 4 + nc)
+            or shape[2] in (None, 4 + nc, 6)
+        )
+        if not ok:
+            raise ModelFileError(
+                f"{path} output {outs[0].name!r} has shape {shape}; expected a YOLO detect output (batch, "
+                f"{4 + nc if nc else '4 + classes'}, anchors) or an end-to-end (batch, detections, 6) output"
+            )
+        if not nc:
+            if shape[1] is None or shape[1] <= 4:
+                raise ModelFileError(f"{path} has no class names in its metadata; pass names=[...] to Detector")
+            self.names = {i: str(i) for i in range(shape[1] - 4)}
+
+    @property
+    def precision(self) -> str:
+        """The precision the backend really computes in (``f32``, ``bf16``, ``f16``, ``int8``)."""
+        return self.backend.precision
+
+    @property
+    def device(self) -> str:
+        return self.backend.device
+
+    def __repr__(self) -> str:
+        return (
+            f"Detector(backend={self.backend.name!r}, device={self.device!r}, precision={self.precision!r}, "
+            f"imgsz={self.imgsz}, classes={len(self.names)})"
+        )
+
+    # ---------------------------------------------------------------------------------- running
+    def _prepare(self, images: Any, rgb: bool) -> _Prepared:
+        t0 = time.perf_counter()
+        single = True
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            items, single = list(images), False
+        elif isinstance(images, (list, tuple)):
+            if not images:
+                raise ShapeError("got an empty list of images; expected at least one")
+            items, single = list(images), False
+        else:
+            items = [images]
+        imgs = [as_bgr(im, rgb) for im in items]
+        per = self.batch or _MAX_DYNAMIC_BATCH
+        prep = _Prepared(single=single)
+        for i in range(0, len(imgs), per):
+            chunk = imgs[i : i + per]
+            x, metas = preprocess(chunk, self.imgsz, self.stride, rgb=rgb, batch_size=self.batch)
+            prep.batches.append((x, metas))
+        prep.preprocess_s = time.perf_counter() - t0
+        return prep
+
+    def _finish(self, outputs: list[np.ndarray], metas: list[LetterboxMeta]) -> list[Detections]:
+        return postprocess(
+            outputs[0], metas, self.conf, self.iou, self.max_det, self.classes, self.names, self.agnostic,
+            nc=len(self.names),
+        )  # fmt: skip
+
+    def predict(self, images: ImageLike | Sequence[ImageLike] | np.ndarray, rgb: bool = False) -> Detections | list[Detections]:
+        """Detect objects; one image gives ``Detections``, a list (or NxHxWx3 array) gives a list.
+
+        Example:
+            >>> det = Detector("model.xml")                     # doctest: +SKIP
+            >>> det.predict(img, rgb=False).xyxy                # doctest: +SKIP
+        """
+        prep = self._prepare(images, rgb)
+        t_inf = t_post = 0.0
+        results: list[Detections] = []
+        for x, metas in prep.batches:
+            t0 = time.perf_counter()
+            outs = self.backend.infer(x)
+            t1 = time.perf_counter()
+            results.extend(self._finish(outs, metas))
+            t_inf += t1 - t0
+            t_post += time.perf_counter() - t1
+        self.last_timing = Timing(prep.preprocess_s, t_inf, t_post, len(results))
+        return results[0] if prep.single else results
+
+    __call__ = predict
+
+    def submit(self, image: ImageLike, rgb: bool = False) -> Future:
+        """Start detection on one image without waiting; the future resolves to its ``Detections``.
+
+        Uses the backend's async requests when it has them (several in flight), else a worker thread.
+        Preprocessing runs in the caller's thread, postprocessing in a runtime callback thread.
+
+        Example:
+            >>> fut = det.submit(frame)   # doctest: +SKIP
+            >>> dets = fut.result()       # doctest: +SKIP
+        """
+        from edge_mlla.runtimes import AsyncBackend
+
+        prep = self._prepare(image, rgb)
+        if len(prep.batches) != 1 or not prep.single:
+            raise InputTypeError("submit() takes one image; call it once per image, or use predict() for a batch")
+        x, metas = prep.batches[0]
+        out: Future = Future()
+        if isinstance(self.backend, AsyncBackend):
+            inner = self.backend.submit(x)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="edge_mlla-detector")
+            inner = self._pool.submit(self.backend.infer, x)
+
+        def done(f: Future) -> None:
+            try:
+                out.set_result(self._finish(f.result(), metas)[0])
+            except Exception as e:
+                out.set_exception(e)
+
+        inner.add_done_callback(done)
+        return out
+
+    def close(self) -> None:
+        """Release the backend (and worker threads)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.backend.close()
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

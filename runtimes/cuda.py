@@ -1,0 +1,247 @@
+"""CUDA backend: onnxruntime-gpu with the CUDA execution provider, and TensorRT's when present.
+
+Provider choice is made and validated in one function, :func:`select_providers`, whose errors list
+what is installed. There is no silent fallback: ONNX Runtime drops a GPU provider that fails to
+initialise and carries on on the CPU (https://github.com/microsoft/onnxruntime/issues/23372), so
+after creating the session we check the providers it really uses and raise if they are not the ones
+asked for.
+
+Precision: ``f32`` runs the file as exported; ``f16`` runs TensorRT with fp16 kernels (or, on the CUDA
+EP alone, needs an fp16 export); ``int8`` needs an INT8 QDQ export and the TensorRT EP. TensorRT
+engines are cached in ``engine_cache`` (default ``~/.cache/edge_mlla/trt``). Inputs and outputs go
+through IO binding (one binding per thread).
+
+Example:
+    >>> from edge_mlla.runtimes.cuda import select_providers
+    >>> [name for name, _ in select_providers(["CUDAExecutionProvider", "CPUExecutionProvider"], device="cuda:0")]
+    ['CUDAExecutionProvider']
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_mlla.errors import BackendUnavailableError, ConfigError
+from edge_mlla.runtimes.base import normalize_precision, register
+from edge_mlla.runtimes.onnxruntime import _import_ort, _OrtSession, file_precision, session_options
+
+CUDA_EP = "CUDAExecutionProvider"
+TRT_EP = "TensorrtExecutionProvider"
+
+
+def parse_device(device: str | int | None) -> int:
+    """CUDA device index from ``None``, ``0``, ``"cuda"``, ``"cuda:1"`` or ``"1"``.
+
+    Example:
+        >>> parse_device("cuda:1"), parse_device(None)
+        (1, 0)
+    """
+    if device is None:
+        return 0
+    if isinstance(device, int):
+        idx = device
+    else:
+        text = str(device).strip().lower()
+        if text in ("cuda", "gpu"):
+            return 0
+        for prefix in ("cuda:", "gpu:"):
+            if text.startswith(prefix):
+                text = text[len(prefix):]
+        try:
+            idx = int(text)
+        except ValueError:
+            raise ConfigError(f"cuda device {device!r} is not understood; expected 'cuda', 'cuda:N' or N") from None
+    if idx < 0:
+        raise ConfigError(f"cuda device index must be >= 0, got {idx}")
+    return idx
+
+
+def select_providers(
+    available: Sequence[str],
+    device: str | int | None = None,
+    precision: str | None = None,
+    file_precision: str = "f32",
+    tensorrt: bool | None = None,
+    engine_cache: str | Path | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """Ordered ``(provider, options)`` for an ONNX Runtime session on a CUDA device, or a typed error.
+
+    ``available`` is ``onnxruntime.get_available_providers()``. ``tensorrt=None`` uses TensorRT when
+    installed, ``True`` requires it, ``False`` never uses it. The CPU provider is never listed: a node
+    that no GPU provider takes is a configuration error, not something to run on the CPU unannounced.
+
+    Example:
+        >>> provs = select_providers([TRT_EP, CUDA_EP, "CPUExecutionProvider"], "cuda:1", "f16", engine_cache="/tmp/trt")
+        >>> [(name, opts.get("trt_fp16_enable")) for name, opts in provs]
+        [('TensorrtExecutionProvider', True), ('CUDAExecutionProvider', None)]
+    """
+    have = list(available)
+    listed = ", ".join(have) or "none"
+    dev = parse_device(device)
+    prec = normalize_precision(precision) or file_precision
+    if CUDA_EP not in have:
+        raise BackendUnavailableError(
+            f"onnxruntime has no {CUDA_EP} (installed providers: {listed}); pip install onnxruntime-gpu "
+            "(and uninstall the CPU-only onnxruntime package)"
+        )
+    use_trt = TRT_EP in have if tensorrt is None else bool(tensorrt)
+    if use_trt and TRT_EP not in have:
+        raise BackendUnavailableError(f"tensorrt=True but onnxruntime has no {TRT_EP} (installed providers: {listed})")
+    if prec == "bf16":
+        raise ConfigError("cuda backend precisions are f32, f16 and int8; bf16 is not offered (use f16)")
+    if prec == "int8":
+        if file_precision != "int8":
+            raise ConfigError(
+                f"precision='int8' needs an INT8 QDQ model (quantize it with edge_mlla.quantize); this file is {file_precision}"
+            )
+        if not use_trt:
+            raise ConfigError(
+                f"INT8 on CUDA needs the {TRT_EP} (the CUDA EP would dequantize to float); installed providers: {listed}"
+            )
+    if prec == "f16" and not use_trt and file_precision != "f16":
+        raise ConfigError(
+            f"precision='f16' on the CUDA EP alone needs an fp16 export (export(..., half=True)); this file is "
+            f"{file_precision}. Install TensorRT for fp16 kernels from an f32 file (installed providers: {listed})"
+        )
+    if prec == "f32" and file_precision not in ("f32",):
+        raise ConfigError(f"precision='f32' but this file is {file_precision}; pass precision={file_precision!r} or None")
+    out: list[tuple[str, dict[str, Any]]] = []
+    if use_trt:
+        cache = Path(engine_cache) if engine_cache else Path.home() / ".cache" / "edge_mlla" / "trt"
+        out.append(
+            (
+                TRT_EP,
+                {
+                    "device_id": dev,
+                    "trt_fp16_enable": prec in ("f16", "int8"),
+                    "trt_int8_enable": prec == "int8",
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(cache),
+                    "trt_timing_cache_enable": True,
+                    "trt_timing_cache_path": str(cache),
+                },
+            )
+        )
+    out.append((CUDA_EP, {"device_id": dev, "cudnn_conv_algo_search": "HEURISTIC"}))
+    return out
+
+
+def cuda_device_count() -> int:
+    """Number of CUDA devices the driver reports (0 without a driver); needs neither torch nor onnxruntime."""
+    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            cuda = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return count.value
+    return 0
+
+
+@register
+class CudaBackend(_OrtSession):
+    """onnxruntime-gpu on an NVIDIA GPU. ``device``: ``cuda`` / ``cuda:N``; ``precision``: f32, f16, int8
+    (see module doc); ``tensorrt``: None (use if installed), True, False; ``engine_cache``: TensorRT
+    engine folder; ``threads``/``graph_optimization``/``workers`` as the onnxruntime backend."""
+
+    name = "cuda"
+    suffixes = (".onnx",)
+    priority = 0  # first for .onnx when a GPU is present
+
+    @classmethod
+    def check(cls) -> str | None:
+        try:
+            ort = _import_ort()
+        except ImportError as e:
+            return f"onnxruntime-gpu is not installed ({e}); pip install onnxruntime-gpu"
+        have = ort.get_available_providers()
+        if CUDA_EP not in have:
+            return f"onnxruntime has no {CUDA_EP} (installed providers: {', '.join(have)}); pip install onnxruntime-gpu"
+        if cuda_device_count() == 0:
+            return "no CUDA device (the NVIDIA driver reports none)"
+        return None
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: str | int | None = None,
+        precision: str | None = None,
+        tensorrt: bool | None = None,
+        engine_cache: str | Path | None = None,
+        threads: int | None = None,
+        graph_optimization: str = "all",
+        workers: int = 2,
+        **options: Any,
+    ) -> None:
+        if options:
+            raise ConfigError(
+                f"cuda backend got unknown options {sorted(options)}; expected tensorrt, engine_cache, threads, "
+                "graph_optimization, workers"
+            )
+        try:
+            ort = _import_ort()
+        except ImportError as e:
+            raise BackendUnavailableError(f"onnxruntime-gpu is not installed ({e}); pip install onnxruntime-gpu") from e
+        self._device_id = parse_device(device)
+        fprec = _peek_file_precision(path)
+        providers = select_providers(ort.get_available_providers(), self._device_id, precision, fprec, tensorrt, engine_cache)
+        if providers[0][0] == TRT_EP:
+            Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+        self._open(path, providers, session_options(ort, threads, None, graph_optimization), workers)
+        wanted = [name for name, _ in providers]
+        got = self.providers
+        if got[: len(wanted)] != wanted:  # https://github.com/microsoft/onnxruntime/issues/23372
+            self._session = None
+            raise BackendUnavailableError(
+                f"onnxruntime did not start {', '.join(wanted)} (session runs on {', '.join(got)}); check the CUDA/cuDNN"
+                f"{'/TensorRT' if TRT_EP in wanted else ''} libraries and that cuda:{self._device_id} exists"
+            )
+        self.device = f"cuda:{self._device_id}"
+        self.precision = normalize_precision(precision) or fprec
+        self._ort = ort
+        self._local = threading.local()
+
+    def _binding(self) -> Any:
+        io = getattr(self._local, "io", None)
+        if io is None:
+            io = self._local.io = self._session.io_binding()
+        return io
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        batch = self._check_batch(batch)
+        io = self._binding()
+        x = self._ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self._device_id)
+        io.bind_ortvalue_input(self._inputs[0].name, x)
+        for name in self._output_names:
+            io.bind_output(name, "cuda", self._device_id)
+        self._session.run_with_iobinding(io)
+        out = io.copy_outputs_to_cpu()
+        io.clear_binding_inputs()
+        io.clear_binding_outputs()
+        return out
+
+
+def _peek_file_precision(path: str | Path) -> str:
+    """The precision of an ONNX file from its metadata and input dtype, without a GPU session."""
+    import onnx
+
+    from edge_mlla.runtimes.base import resolve_model_file
+
+    p = resolve_model_file(path)
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as e:
+        from edge_mlla.errors import ModelFileError
+
+        raise ModelFileError(f"{p} is not a readable ONNX model: {e}") from e
+    md = {prop.key: prop.value for prop in model.metadata_props}
+    elem = model.graph.input[0].type.tensor_type.elem_type if model.graph.input else 1
+    return file_precision(md, np.dtype(np.float16) if elem == 10 else np.dtype(np.float32))

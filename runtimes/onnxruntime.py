@@ -1,0 +1,187 @@
+"""ONNX Runtime backend on the CPU execution provider.
+
+The model runs in the precision it was exported in (f32, f16 or INT8 QDQ); ``precision`` is checked
+against the file, never silently changed. Async requests go through a small thread pool
+(``InferenceSession.run`` is thread-safe and releases the GIL).
+
+Example:
+    >>> from edge_mlla.runtimes.onnxruntime import OnnxRuntimeBackend
+    >>> be = OnnxRuntimeBackend("model.onnx", threads=2, graph_optimization="all")  # doctest: +SKIP
+    >>> outputs = be.infer(batch)                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_mlla.errors import BackendUnavailableError, ConfigError, ModelFileError
+from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, normalize_precision, register, resolve_model_file
+
+_OPT_LEVELS = ("disable", "basic", "extended", "all")
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+}
+
+
+def _import_ort() -> Any:
+    import onnxruntime as ort
+
+    return ort
+
+
+def _spec(arg: Any) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)
+    return TensorSpec(arg.name, shape, np.dtype(_ORT_DTYPES.get(arg.type, np.float32)))
+
+
+def file_precision(metadata: dict[str, str], input_dtype: np.dtype) -> str:
+    """The precision an ONNX file computes in: our exporter's record, else its input dtype."""
+    ours = metadata.get("edge_mlla")
+    if ours:
+        try:
+            recorded = normalize_precision(json.loads(ours).get("precision"))
+        except (ValueError, AttributeError, Exception):
+            recorded = None
+        if recorded:
+            return recorded
+    return "f16" if input_dtype == np.float16 else "f32"
+
+
+def session_options(ort: Any, threads: int | None, inter_threads: int | None, graph_optimization: str) -> Any:
+    """``SessionOptions`` with thread counts and graph optimization level, validated."""
+    level = str(graph_optimization).lower()
+    if level not in _OPT_LEVELS:
+        raise ConfigError(f"graph_optimization {graph_optimization!r} is not one of {', '.join(_OPT_LEVELS)}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    for attr, value in (("intra_op_num_threads", threads), ("inter_op_num_threads", inter_threads)):
+        if value is not None:
+            if int(value) < 0:
+                raise ConfigError(f"{attr} must be >= 0 (0 = runtime default), got {value}")
+            setattr(so, attr, int(value))
+    so.log_severity_level = 3
+    return so
+
+
+class _OrtSession(AsyncBackend):
+    """Shared ONNX Runtime session handling; subclasses choose the providers."""
+
+    def _open(self, path: str | Path, providers: list, so: Any, workers: int) -> None:
+        ort = _import_ort()
+        path = resolve_model_file(path)
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        except Exception as e:
+            raise ModelFileError(f"onnxruntime could not load {path}: {e}") from e
+        self.path = path
+        self._inputs = [_spec(a) for a in self._session.get_inputs()]
+        self._outputs = [_spec(a) for a in self._session.get_outputs()]
+        if len(self._inputs) != 1:
+            raise ModelFileError(f"{path} has {len(self._inputs)} inputs; a detector has one image input")
+        self._output_names = [o.name for o in self._outputs]
+        self._metadata = dict(self._session.get_modelmeta().custom_metadata_map)
+        self._workers = max(1, int(workers))
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self._metadata)
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers the session actually uses, in priority order."""
+        return list(self._session.get_providers())
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        batch = self._check_batch(batch)
+        return self._session.run(self._output_names, {self._inputs[0].name: batch})
+
+    def submit(self, batch: np.ndarray) -> Future:
+        batch = self._check_batch(batch)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix=f"edge_mlla-{self.name}")
+        return self._pool.submit(self.infer, batch)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._session = None
+
+
+@register
+class OnnxRuntimeBackend(_OrtSession):
+    """ONNX Runtime, CPU execution provider. ``threads``/``inter_threads``: intra-/inter-op thread counts
+    (default: runtime's); ``graph_optimization``: disable, basic, extended or all (default);
+    ``workers``: async requests in flight (default 2)."""
+
+    name = "onnxruntime"
+    suffixes = (".onnx",)
+    priority = 10
+
+    @classmethod
+    def check(cls) -> str | None:
+        try:
+            ort = _import_ort()
+        except ImportError as e:
+            return f"onnxruntime is not installed ({e}); pip install onnxruntime"
+        if "CPUExecutionProvider" not in ort.get_available_providers():
+            return f"onnxruntime has no CPUExecutionProvider (has {', '.join(ort.get_available_providers())})"
+        return None
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: str | None = None,
+        precision: str | None = None,
+        threads: int | None = None,
+        inter_threads: int | None = None,
+        graph_optimization: str = "all",
+        workers: int = 2,
+        **options: Any,
+    ) -> None:
+        if options:
+            raise ConfigError(
+                f"onnxruntime backend got unknown options {sorted(options)}; expected threads, inter_threads, "
+                "graph_optimization, workers"
+            )
+        if device not in (None, "cpu", "CPU"):
+            raise ConfigError(f"onnxruntime backend runs on 'cpu' only, got device={device!r}; use backend='cuda' for GPUs")
+        try:
+            ort = _import_ort()
+        except ImportError as e:
+            raise BackendUnavailableError(f"onnxruntime is not installed ({e}); pip install onnxruntime") from e
+        so = session_options(ort, threads, inter_threads, graph_optimization)
+        self._open(path, ["CPUExecutionProvider"], so, workers)
+        self.device = "cpu"
+        self.precision = file_precision(self._metadata, self._inputs[0].dtype)
+        want = normalize_precision(precision)
+        if want is not None and want != self.precision:
+            raise ConfigError(
+                f"onnxruntime runs {self.path.name} in the precision it was exported in ({self.precision}), not {want}; "
+                "export/quantize the model in that precision, or use backend='openvino' for a bf16/f16 hint"
+            )

@@ -1,0 +1,217 @@
+"""OpenVINO backend: ``.xml`` IR (and ``.onnx``) on CPU, GPU, NPU or AUTO, with an explicit precision hint.
+
+OpenVINO runs an FP32 model in bf16 on CPUs that support it unless told
+``INFERENCE_PRECISION_HINT=f32``; this backend always sets the hint (default ``f32``) and reports the
+precision the compiled model actually uses in ``backend.precision``.
+
+Example:
+    >>> from edge_mlla.runtimes.openvino import OpenVINOBackend
+    >>> be = OpenVINOBackend("model.xml", device="CPU", precision="f32", hint="latency")  # doctest: +SKIP
+    >>> outputs = be.infer(batch)                                                          # doctest: +SKIP
+    >>> future = be.submit(batch); outputs = future.result()                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_mlla.errors import BackendUnavailableError, ConfigError, ModelFileError
+from edge_mlla.runtimes.base import AsyncBackend, LOGGER, TensorSpec, normalize_precision, register, resolve_model_file
+
+_DEVICES = ("CPU", "GPU", "NPU", "AUTO", "HETERO", "MULTI")
+_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "cumulative_throughput": "CUMULATIVE_THROUGHPUT"}
+_PRECISION_CAPS = {"bf16": "BF16", "f16": "FP16"}  # OPTIMIZATION_CAPABILITIES a device needs for the hint
+
+
+def _import_ov() -> Any:
+    from edge_mlla._env import _opt_out_telemetry
+
+    _opt_out_telemetry()
+    import openvino as ov
+
+    return ov
+
+
+def _read_metadata(model: Any, xml: Path) -> dict[str, str]:
+    """``rt_info["model_info"]`` (our exporter and Ultralytics'), else ``metadata.yaml`` beside the .xml."""
+    md: dict[str, str] = {}
+    # IR: rt_info["model_info"]; an ONNX file read by OpenVINO: its metadata_props land in rt_info["framework"]
+    for section in ("model_info", "framework"):
+        try:
+            if model.has_rt_info([section]):
+                info = model.get_rt_info([section])
+                for key, value in info.astype(dict).items():  # OVAny -> dict[str, OVAny]
+                    md[str(key)] = value.astype(str) if hasattr(value, "astype") else str(value)
+        except Exception as e:  # rt_info layout differs across OpenVINO versions: fall back to the yaml
+            LOGGER.debug("no usable rt_info %s in %s: %s", section, xml, e)
+        if "names" in md:
+            break
+    yml = xml.parent / "metadata.yaml"
+    if "names" not in md and yml.is_file():  # Ultralytics' IR keeps names/stride/imgsz only in metadata.yaml
+        import yaml
+
+        data = yaml.safe_load(yml.read_text()) or {}
+        md |= {str(k): (v if isinstance(v, str) else repr(v) if not isinstance(v, (int, float)) else str(v)) for k, v in data.items()}
+        if isinstance(data.get("names"), dict):
+            md["names"] = repr({int(k): str(v) for k, v in data["names"].items()})
+        if isinstance(data.get("imgsz"), list):
+            md["imgsz"] = repr([int(v) for v in data["imgsz"]])
+    if "names" not in md and md.get("labels"):  # OpenVINO Model API convention: space-separated labels
+        md["names"] = repr(dict(enumerate(md["labels"].split())))
+    return md
+
+
+def _spec(port: Any) -> TensorSpec:
+    shape = tuple(None if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
+    name = next(iter(port.get_names()), "") if port.get_names() else ""
+    return TensorSpec(name, shape, np.dtype(port.get_element_type().to_dtype()))
+
+
+@register
+class OpenVINOBackend(AsyncBackend):
+    """OpenVINO Runtime. ``device``: CPU (default), GPU, NPU, AUTO (or ``GPU.1``, ``AUTO:GPU,CPU``);
+    ``precision``: f32 (default), bf16 or f16 — the inference precision hint, always set explicitly;
+    ``hint``: ``latency`` (default) or ``throughput``; ``jobs``: async requests in flight (default: the
+    device's optimal number); ``config``: extra OpenVINO properties; ``cache_dir``: compiled-model cache."""
+
+    name = "openvino"
+    suffixes = (".xml", ".onnx")
+    priority = 20
+
+    @classmethod
+    def check(cls) -> str | None:
+        try:
+            ov = _import_ov()
+        except ImportError as e:
+            return f"openvino is not installed ({e}); pip install openvino"
+        try:
+            devices = ov.Core().available_devices
+        except Exception as e:
+            return f"openvino could not list devices: {e}"
+        return None if devices else "openvino sees no device"
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: str | None = None,
+        precision: str | None = None,
+        hint: str = "latency",
+        jobs: int | None = None,
+        config: dict[str, Any] | None = None,
+        cache_dir: str | Path | None = None,
+        **options: Any,
+    ) -> None:
+        if options:
+            raise ConfigError(f"openvino backend got unknown options {sorted(options)}; expected hint, jobs, config, cache_dir")
+        try:
+            ov = _import_ov()
+        except ImportError as e:
+            raise BackendUnavailableError(f"openvino is not installed ({e}); pip install openvino") from e
+        self._ov = ov
+        path = resolve_model_file(path)
+        device = (device or "CPU").upper()
+        if device.split(".")[0].split(":")[0] not in _DEVICES:
+            raise ConfigError(f"openvino device {device!r} is not one of {', '.join(_DEVICES[:4])} (optionally GPU.1, AUTO:GPU,CPU)")
+        hint_key = str(hint).lower()
+        if hint_key not in _HINTS:
+            raise ConfigError(f"openvino hint {hint!r} is not one of {', '.join(_HINTS)}")
+        prec = normalize_precision(precision) or "f32"
+        if prec == "int8":
+            raise ConfigError(
+                "openvino precision 'int8' is a property of the model file (quantize it with edge_mlla.quantize); "
+                "pass precision='f32' (or None) to run an INT8 IR"
+            )
+        core = ov.Core()
+        base = device.split(".")[0].split(":")[0]
+        if base in ("CPU", "GPU", "NPU"):
+            have = core.available_devices
+            if not any(d.split(".")[0] == base for d in have):
+                raise BackendUnavailableError(f"openvino device {device} is not present; available: {', '.join(have)}")
+            caps = core.get_property(device, "OPTIMIZATION_CAPABILITIES")
+            need = _PRECISION_CAPS.get(prec)
+            if need and need not in caps:
+                raise ConfigError(
+                    f"openvino device {device} cannot run {prec} (its capabilities: {', '.join(caps)}); use precision='f32'"
+                )
+        if cache_dir is not None:
+            core.set_property({"CACHE_DIR": str(cache_dir)})
+        try:
+            model = core.read_model(str(path))
+        except Exception as e:
+            raise ModelFileError(f"openvino could not read {path}: {e}") from e
+        self._metadata = _read_metadata(model, path)
+        props = {"PERFORMANCE_HINT": _HINTS[hint_key], **(config or {})}
+        if base != "NPU":  # NPU has no precision hint; it runs f16
+            props["INFERENCE_PRECISION_HINT"] = prec
+        try:
+            self._compiled = core.compile_model(model, device, props)
+        except Exception as e:
+            raise ModelFileError(f"openvino could not compile {path} for {device} with {props}: {e}") from e
+        self.path = path
+        self.device = device
+        self.hint = hint_key
+        try:
+            self.precision = normalize_precision(str(self._compiled.get_property("INFERENCE_PRECISION_HINT")))
+        except Exception:  # AUTO/MULTI do not expose it
+            self.precision = prec
+        self._inputs = [_spec(p) for p in self._compiled.inputs]
+        self._outputs = [_spec(p) for p in self._compiled.outputs]
+        if len(self._inputs) != 1:
+            raise ModelFileError(f"{path} has {len(self._inputs)} inputs; a detector has one image input")
+        self._local = threading.local()
+        self._jobs = jobs
+        self._queue: Any = None
+        self._queue_lock = threading.Lock()
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self._metadata)
+
+    def _request(self) -> Any:
+        req = getattr(self._local, "request", None)
+        if req is None:  # one infer request per thread: requests are not thread-safe, the compiled model is
+            req = self._local.request = self._compiled.create_infer_request()
+        return req
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        batch = self._check_batch(batch)
+        req = self._request()
+        req.infer({0: batch})
+        return [req.get_output_tensor(i).data.copy() for i in range(len(self._outputs))]
+
+    def submit(self, batch: np.ndarray) -> Future:
+        batch = self._check_batch(batch)
+        fut: Future = Future()
+        with self._queue_lock:
+            if self._queue is None:
+                self._queue = self._ov.AsyncInferQueue(self._compiled, self._jobs or 0)
+                self._queue.set_callback(self._done)
+            self._queue.start_async({0: batch}, fut)
+        return fut
+
+    def _done(self, request: Any, fut: Future) -> None:
+        try:
+            fut.set_result([request.get_output_tensor(i).data.copy() for i in range(len(self._outputs))])
+        except Exception as e:  # pragma: no cover - runtime failure inside a callback
+            fut.set_exception(e)
+
+    def close(self) -> None:
+        with self._queue_lock:
+            if self._queue is not None:
+                self._queue.wait_all()
+                self._queue = None
+        self._local = threading.local()
+        self._compiled = None
