@@ -44,9 +44,21 @@ class DatasetError(EdgeMLLAError, ValueError):
     """A dataset (data.yaml, image folder, calibration source) is missing or malformed."""
 
 
+class OutputNotWritableError(EdgeMLLAError, PermissionError):
+    """An output path cannot be written (not a folder, no permission, read-only file system)."""
+
+
 class ImageReadError(EdgeMLLAError, ValueError):
     """A file exists but could not be decoded as an image."""
 
 
 class MissingDependencyError(EdgeMLLAError, ImportError):
     """An optional package a call needs is not installed (the message says which and how to install it)."""
+
+
+class QuantizationError(EdgeMLLAError, RuntimeError):
+    """INT8 quantization (NNCF or ONNX Runtime) failed, or its result does not load."""
+
+
+class CalibrationWarning(UserWarning):
+    """Calibration went on with less than asked (fewer images than the subset size, skipped files)."""

@@ -1,0 +1,213 @@
+"""ONNX Runtime static INT8 quantization in QDQ format, excluding the same graph-derived nodes as OpenVINO.
+
+Steps: ``quant_pre_process`` (symbolic shape inference + ORT's basic graph optimizations), then
+``quantize_static`` with QDQ nodes, per-channel INT8 weights, a selectable calibration method
+(``minmax``, ``entropy``, ``percentile``), and ``nodes_to_exclude`` from :class:`~.scope.ScopePolicy`
+applied to the *pre-processed* graph (so node names match what the quantizer sees).
+``reduce_range`` (7-bit weights) is used only on x86 CPUs without VNNI, where 8-bit u8s8 products can
+saturate (ONNX Runtime's quantization docs, "When and why do I need to try U8U8?"/reduce_range:
+https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html).
+
+The QDQ file keeps the source metadata (``precision: int8`` + details) and is checked to run on ONNX
+Runtime and on OpenVINO.
+
+Example:
+    >>> from edge_mlla.quantize.onnxruntime_int8 import quantize_onnxruntime, cpu_has_vnni
+    >>> isinstance(cpu_has_vnni(), bool)
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_mlla.errors import ConfigError, ModelFileError, QuantizationError
+from edge_mlla.quantize._model import SourceModel, atomic_write, int8_metadata
+from edge_mlla.quantize.calibration import CalibrationSet
+from edge_mlla.quantize.scope import ScopePolicy, read_graph
+
+LOGGER = logging.getLogger("edge_mlla")
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def cpu_has_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """True when the CPU has an 8-bit dot-product instruction (AVX512-VNNI, AVX-VNNI or AMX-INT8), or is not x86.
+
+    Non-x86 CPUs (ARM: ``sdot``/``udot``) do not need ``reduce_range``, so they count as True here.
+
+    Example:
+        >>> isinstance(cpu_has_vnni(), bool)
+        True
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return True
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False  # unknown: the safe choice (reduce_range) follows
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "avx512vnni"})
+
+
+class _Reader:
+    """``CalibrationDataReader`` over a :class:`CalibrationSet` (duck-typed: ``get_next``/``rewind``)."""
+
+    def __init__(self, calib: CalibrationSet, input_name: str) -> None:
+        self.calib, self.input_name = calib, input_name
+        self._it: Any = None
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._it is None:
+            self._it = iter(self.calib)
+        x = next(self._it, None)
+        return None if x is None else {self.input_name: x}
+
+    def rewind(self) -> None:
+        self._it = None
+
+    def __len__(self) -> int:
+        return len(self.calib)
+
+
+def _method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    key = str(name).lower()
+    table = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+             "percentile": CalibrationMethod.Percentile}  # fmt: skip
+    if key not in table:
+        raise ConfigError(f"calibration method must be one of {CALIBRATION_METHODS}, got {name!r}")
+    return table[key]
+
+
+def quantize_onnxruntime(
+    src: SourceModel,
+    calib: CalibrationSet,
+    output: Path,
+    policy: ScopePolicy,
+    method: str = "minmax",
+    per_channel: bool = True,
+    reduce_range: bool | None = None,
+    check_openvino: bool = True,
+) -> dict[str, Any]:
+    """Quantize an ONNX model to a QDQ INT8 ONNX file at ``output``; returns details for the report.
+
+    ``reduce_range=None`` decides from the CPU (:func:`cpu_has_vnni`).
+    """
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if src.format != "onnx":
+        raise ModelFileError(f"the onnxruntime quantizer needs an .onnx model, got {src.path.name!r}; "
+                             "use backend='openvino' for an OpenVINO IR")  # fmt: skip
+    cal_method = _method(method)
+    vnni = cpu_has_vnni()
+    rr = (not vnni) if reduce_range is None else bool(reduce_range)
+    extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if str(method).lower() == "percentile":
+        extra["CalibPercentile"] = 99.999
+
+    with tempfile.TemporaryDirectory(prefix="edge_mlla_ortq_") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(str(src.path), str(pre))
+        except Exception as e:  # symbolic shape inference fails on some graphs: fall back to ONNX shape inference
+            LOGGER.warning("quant_pre_process failed (%s); retrying without symbolic shape inference", e)
+            try:
+                quant_pre_process(str(src.path), str(pre), skip_symbolic_shape=True)
+            except Exception as e2:
+                raise QuantizationError(f"ONNX Runtime pre-processing of {src.path.name} failed: {e2}") from e2
+        pre_model = onnx.load(str(pre))
+        for i, n in enumerate(pre_model.graph.node):  # nodes_to_exclude needs names
+            if not n.name:
+                n.name = f"{n.op_type}_{i}"
+        onnx.save(pre_model, str(pre))
+        graph = read_graph(pre_model)
+        groups = policy.select_groups(graph)
+        exclude = sorted(set().union(*groups.values())) if groups else []
+        LOGGER.info("ORT: quantizing %s (QDQ, per-channel=%s, %s, reduce_range=%s%s), %d node(s) kept in float",
+                    src.path.name, per_channel, method, rr, "" if vnni else " [no VNNI]", len(exclude))  # fmt: skip
+        qtmp = Path(tmp) / "q.onnx"
+        try:
+            quantize_static(
+                str(pre), str(qtmp), _Reader(calib, src.input_name),
+                quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=rr,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                nodes_to_exclude=exclude, calibrate_method=cal_method, extra_options=extra,
+            )  # fmt: skip
+        except Exception as e:
+            raise QuantizationError(f"ONNX Runtime quantization of {src.path.name} failed: {type(e).__name__}: {e}") from e
+        qmodel = onnx.load(str(qtmp))
+        counts = read_graph(qmodel).op_counts()
+        n_q, n_dq = counts.get("QuantizeLinear", 0), counts.get("DequantizeLinear", 0)
+        if n_q == 0 or n_dq == 0:
+            raise QuantizationError(f"ONNX Runtime returned a model without QuantizeLinear/DequantizeLinear for {src.path.name}")
+        details = {
+            "backend": "onnxruntime",
+            "tool": f"onnxruntime {__import__('onnxruntime').__version__}",
+            "format": "QDQ",
+            "per_channel": per_channel,
+            "calibration_method": str(method).lower(),
+            "reduce_range": rr,
+            "cpu_vnni": vnni,
+            "activation_type": "int8",
+            "weight_type": "int8",
+            "ignored_scope": list(policy.groups),
+            "ignored_nodes": len(exclude),
+            "quantize_linear_nodes": n_q,
+            "dequantize_linear_nodes": n_dq,
+            "calibration": calib.summary(),
+        }
+        md = int8_metadata(src.metadata, details)
+        del qmodel.metadata_props[:]
+        for k, v in md.items():
+            p = qmodel.metadata_props.add()
+            p.key, p.value = k, v
+        onnx.save(qmodel, str(qtmp))
+        sample = next(iter(calib))
+        _check_runs_ort(qtmp, src.input_name, sample)
+        details["runs_on_openvino"] = _check_runs_openvino(qtmp, sample) if check_openvino else None
+        try:
+            atomic_write(output, lambda t: t.write_bytes(qtmp.read_bytes()))
+        except OSError as e:
+            raise QuantizationError(f"could not write {output}: {e}") from e
+    details["float_ops"] = policy.describe(graph)
+    details["ignored_node_names"] = exclude
+    return details
+
+
+def _check_runs_ort(path: Path, input_name: str, x: np.ndarray) -> None:
+    import onnxruntime as ort
+
+    try:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sess.run(None, {input_name: x})
+    except Exception as e:
+        raise QuantizationError(f"the QDQ model does not run on ONNX Runtime: {e}") from e
+
+
+def _check_runs_openvino(path: Path, x: np.ndarray) -> bool | str:
+    """True when OpenVINO compiles and runs the QDQ file, else the error text (reported, not raised)."""
+    try:
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        compiled(x)
+        return True
+    except Exception as e:  # reported in the QuantizeReport; ORT is the target runtime of this file
+        LOGGER.warning("the QDQ model does not run on OpenVINO: %s", e)
+        return f"{type(e).__name__}: {e}"[:300]

@@ -1,0 +1,424 @@
+"""Which nodes stay in float when a YOLO11(-MLLA) graph is quantized: a policy derived from the graph's structure.
+
+Nothing here matches node *names*: the same rules find the same nodes in our exports, in Ultralytics' own
+exports, in an OpenVINO IR (where ONNX ops are renamed, fused to ``MVN``/``Swish`` and biases split into
+``Add``), and after ONNX Runtime's pre-processing. A graph is first read into a small
+runtime-neutral :class:`Graph` (canonical op types, constant folding of the *is-constant* property), then
+each rule group collects node names:
+
+``head``
+    the detection head's box decoding: walking back from the model outputs through every op that is not
+    a weighted Conv/MatMul (Concat, Reshape, Split/Slice, Transpose, the DFL Softmax and its fixed Conv,
+    Sigmoid, the anchor/stride arithmetic). The last weighted convs of the head stay quantized.
+``kv_matmul``
+    MatMuls whose two inputs are both activations (attention products: ``kv = v k^T`` and ``kv q``),
+    except those in the ``z`` group.
+``z``
+    the MLLA normaliser ``z = 1 / (q . mean(k) + eps)``: a reciprocal (``Reciprocal``, ``Div(c, x)``,
+    ``Pow(x, -1)``), the ``+eps`` Add and activation MatMul before it, and the Mul that applies it.
+``rope``
+    the RoPE multiplies: Mul nodes by a non-scalar constant table on the activation path into an attention
+    MatMul (no weighted op in between), plus the Sub/Add/Concat that combine them.
+``residual``
+    pre-norm residual Adds: ``Add(x, f(norm(x)))`` where ``norm`` is a LayerNorm over channels (``MVN``, or
+    ``ReduceMean`` whose input also feeds ``Sub(x, mean)``).
+
+Example:
+    >>> from edge_mlla.quantize.scope import ScopePolicy, read_graph
+    >>> g = read_graph("yolo11n-mlla.onnx")  # doctest: +SKIP
+    >>> sorted(ScopePolicy(("head", "z")).select(g))  # doctest: +SKIP
+    ['/model.10/m/m.0/Add_6', '/model.10/m/m.0/MatMul', ...]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_mlla.errors import ConfigError, ModelFileError
+
+LOGGER = logging.getLogger("edge_mlla")
+
+GROUPS = ("head", "kv_matmul", "z", "rope", "residual")
+#: the default: the head's decoding plus the MLLA ops that measurements showed sensitive (see bench_quantize.py)
+DEFAULT_GROUPS = ("head", "kv_matmul", "z")
+
+# runtime-specific op type -> canonical (ONNX-like) type
+_CANON = {
+    "Convolution": "Conv",
+    "GroupConvolution": "Conv",
+    "ConvInteger": "Conv",
+    "Multiply": "Mul",
+    "Subtract": "Sub",
+    "Divide": "Div",
+    "Power": "Pow",
+    "SoftMax": "Softmax",
+    "StridedSlice": "Slice",
+    "VariadicSplit": "Split",
+    "Parameter": "Input",
+    "Result": "Output",
+    "Swish": "SiLU",
+    "FusedMatMul": "MatMul",
+    "Gemm": "MatMul",
+}
+_WEIGHTED = {"Conv", "MatMul", "ConvTranspose"}
+_QUANT_TYPES = {"FakeQuantize", "FakeConvert", "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul",
+                "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"}  # fmt: skip
+
+
+@dataclass
+class Node:
+    """One op: ``name`` (what quantizers' ignore lists use), canonical ``type``, the producers of its inputs
+    (``None`` for a graph input edge) and which inputs are constant; ``scalars[i]`` is the value of a
+    one-element constant input, else None."""
+
+    name: str
+    type: str
+    raw_type: str
+    inputs: list[str | None] = field(default_factory=list)
+    const: list[bool] = field(default_factory=list)
+    scalars: list[float | None] = field(default_factory=list)
+
+    def act_inputs(self) -> list[str]:
+        return [p for p, c in zip(self.inputs, self.const) if p is not None and not c]
+
+
+@dataclass
+class Graph:
+    """A runtime-neutral view of a model graph: nodes in topological order, with consumer lists."""
+
+    nodes: dict[str, Node]
+    outputs: list[str]
+    source: str = ""
+    consumers: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.consumers = {n: [] for n in self.nodes}
+        for node in self.nodes.values():
+            for p in node.act_inputs():
+                self.consumers.setdefault(p, []).append(node.name)
+
+    def op_counts(self) -> Counter:
+        """Canonical op type -> count (constants excluded)."""
+        return Counter(n.type for n in self.nodes.values())
+
+    def is_quantized(self) -> bool:
+        """True when the graph already holds quantize/dequantize (or integer) ops."""
+        return any(n.raw_type in _QUANT_TYPES for n in self.nodes.values())
+
+    def descendants(self, start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for c in self.consumers.get(todo.pop(), []):
+                if c not in seen:
+                    seen.add(c)
+                    todo.append(c)
+        return seen
+
+
+# ------------------------------------------------------------------------------------------------- readers
+def read_graph(model: object) -> Graph:
+    """Read an ``.onnx`` / OpenVINO ``.xml`` path, an ``onnx.ModelProto`` or an ``openvino.Model`` into a :class:`Graph`.
+
+    Example:
+        >>> g = read_graph("model.xml")  # doctest: +SKIP
+        >>> g.op_counts()["Conv"]  # doctest: +SKIP
+        92
+    """
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.is_file():
+            raise ModelFileError(f"model file not found: {path}")
+        if path.suffix == ".onnx":
+            import onnx
+
+            try:
+                return _from_onnx(onnx.load(str(path)), str(path))
+            except Exception as e:
+                raise ModelFileError(f"{path} is not a readable ONNX model: {e}") from e
+        if path.suffix == ".xml":
+            import openvino as ov
+
+            try:
+                return _from_openvino(ov.Core().read_model(str(path)), str(path))
+            except Exception as e:
+                raise ModelFileError(f"{path} is not a readable OpenVINO IR: {e}") from e
+        raise ModelFileError(f"expected an .onnx or OpenVINO .xml model, got {path.name!r}")
+    mod = type(model).__module__
+    if mod.startswith("onnx"):
+        return _from_onnx(model, "<onnx>")
+    if mod.startswith("openvino"):
+        return _from_openvino(model, "<openvino>")
+    raise ModelFileError(f"cannot read a graph from {type(model).__name__}; expected an ONNX or OpenVINO model")
+
+
+def _from_onnx(model, source: str) -> Graph:
+    import numpy as np
+    from onnx import numpy_helper
+
+    g = model.graph
+    const_vals: dict[str, object] = {i.name: i for i in g.initializer}
+    producer: dict[str, str] = {}
+    const_tensor: set[str] = set(const_vals)
+    nodes: dict[str, Node] = {}
+
+    def scalar(t: str) -> float | None:
+        v = const_vals.get(t)
+        if v is None:
+            return None
+        try:
+            arr = numpy_helper.to_array(v) if not isinstance(v, np.ndarray) else v
+        except Exception:
+            return None
+        return float(arr.reshape(-1)[0]) if arr.size == 1 else None
+
+    for i, n in enumerate(g.node):
+        name = n.name or f"{n.op_type}_{i}:{n.output[0] if n.output else ''}"
+        real_inputs = [t for t in n.input if t]
+        if n.op_type == "Constant" or (real_inputs and all(t in const_tensor for t in real_inputs)
+                                       and n.op_type not in _QUANT_TYPES):
+            const_tensor.update(n.output)
+            if n.op_type == "Constant":
+                for a in n.attribute:
+                    if a.name == "value":
+                        const_vals[n.output[0]] = numpy_helper.to_array(a.t)
+            continue
+        node = Node(name, _CANON.get(n.op_type, n.op_type), n.op_type)
+        for t in real_inputs:
+            is_c = t in const_tensor
+            node.inputs.append(None if t not in producer else producer[t])
+            node.const.append(is_c)
+            node.scalars.append(scalar(t) if is_c else None)
+        for t in n.output:
+            producer[t] = name
+        nodes[name] = node
+    outputs = [producer[o.name] for o in g.output if o.name in producer]
+    return Graph(nodes, outputs, source)
+
+
+def _from_openvino(model, source: str) -> Graph:
+    const_ops: set[str] = set()
+    const_vals: dict[str, float | None] = {}
+    nodes: dict[str, Node] = {}
+    outputs: list[str] = []
+    for op in model.get_ordered_ops():
+        t, name = op.get_type_name(), op.get_friendly_name()
+        ins = [v.get_node() for v in op.input_values()]
+        if t == "Constant":
+            const_ops.add(name)
+            try:
+                data = op.get_data()
+                const_vals[name] = float(data.reshape(-1)[0]) if data.size == 1 else None
+            except Exception:
+                const_vals[name] = None
+            continue
+        if ins and all(i.get_friendly_name() in const_ops for i in ins) and t not in _QUANT_TYPES:
+            const_ops.add(name)  # Convert(Constant) of compressed weights, folded shape arithmetic
+            const_vals[name] = const_vals.get(ins[0].get_friendly_name()) if t == "Convert" else None
+            continue
+        if t == "Result":
+            outputs.extend(i.get_friendly_name() for i in ins)
+            continue
+        node = Node(name, _CANON.get(t, t), t)
+        for i in ins:
+            iname = i.get_friendly_name()
+            is_c = iname in const_ops
+            node.inputs.append(iname)
+            node.const.append(is_c)
+            node.scalars.append(const_vals.get(iname) if is_c else None)
+        nodes[name] = node
+    return Graph(nodes, outputs, source)
+
+
+# -------------------------------------------------------------------------------------------------- rules
+def _is_bias_add(g: Graph, n: Node) -> bool:
+    """``Add(conv, const)`` that an IR split off a weighted Conv/MatMul (part of that layer)."""
+    acts = n.act_inputs()
+    return n.type == "Add" and len(acts) == 1 and any(n.const) and g.nodes[acts[0]].type in _WEIGHTED
+
+
+def _is_weighted(n: Node) -> bool:
+    return n.type in _WEIGHTED and any(n.const)
+
+
+def head_decode(g: Graph) -> set[str]:
+    """Nodes of the box decoding: everything between the model outputs and the head's last weighted layers."""
+    out, todo = set(), list(g.outputs)
+    while todo:
+        name = todo.pop()
+        if name in out or name not in g.nodes:
+            continue
+        n = g.nodes[name]
+        if n.type == "Input" or _is_bias_add(g, n):
+            continue
+        if _is_weighted(n):
+            # the DFL conv (fixed 0..15 weights) reads a Softmax: part of decoding; any other weighted op ends it
+            if not any(g.nodes[p].type == "Softmax" for p in n.act_inputs()):
+                continue
+        out.add(name)
+        todo.extend(n.act_inputs())
+    return out
+
+
+def _act_matmuls(g: Graph) -> list[Node]:
+    return [n for n in g.nodes.values() if n.type == "MatMul" and len(n.act_inputs()) >= 2]
+
+
+def _is_reciprocal(n: Node) -> bool:
+    if n.type == "Reciprocal":
+        return True
+    if n.type == "Div" and n.const and n.const[0] and len(n.act_inputs()) == 1:
+        return True
+    if n.type == "Pow" and len(n.const) > 1 and n.const[1] and n.scalars[1] is not None:
+        return abs(n.scalars[1] + 1.0) < 1e-6
+    return False
+
+
+def z_normaliser(g: Graph) -> set[str]:
+    """Reciprocals of an attention product (``1 / (q . mean(k) + eps)``), their eps Add, MatMul and consumer Mul."""
+    out = set()
+    for r in g.nodes.values():
+        if not _is_reciprocal(r):
+            continue
+        chain, cur = [r.name], r
+        for _ in range(3):  # Reciprocal <- Add(eps) <- MatMul
+            acts = cur.act_inputs()
+            if len(acts) != 1:
+                break
+            cur = g.nodes[acts[0]]
+            chain.append(cur.name)
+            if cur.type == "MatMul" and len(cur.act_inputs()) >= 2:
+                break
+        if not (cur.type == "MatMul" and len(cur.act_inputs()) >= 2):
+            continue
+        out.update(chain)
+        out.update(c for c in g.consumers.get(r.name, []) if g.nodes[c].type == "Mul")
+    return out
+
+
+def kv_matmuls(g: Graph) -> set[str]:
+    """Activation x activation MatMuls (attention products), minus those of the ``z`` normaliser."""
+    z = z_normaliser(g)
+    return {n.name for n in _act_matmuls(g) if n.name not in z}
+
+
+def rope_muls(g: Graph) -> set[str]:
+    """Mul-by-table nodes on the path into attention MatMuls, and the Sub/Add/Concat that pair them up."""
+    muls: set[str] = set()
+    for mm in _act_matmuls(g):
+        seen, todo = set(), list(mm.act_inputs())
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            n = g.nodes[name]
+            if _is_weighted(n) or _is_bias_add(g, n) or n.type in ("Input", "MVN", "ReduceMean"):
+                continue
+            if n.type == "Mul" and any(c and s is None for c, s in zip(n.const, n.scalars)):
+                muls.add(name)
+            todo.extend(n.act_inputs())
+    out = set(muls)
+    for name in muls:
+        for c in g.consumers.get(name, []):
+            cn = g.nodes[c]
+            if cn.type in ("Add", "Sub") and set(cn.act_inputs()) <= muls:
+                out.add(c)
+                out.update(cc for cc in g.consumers.get(c, []) if g.nodes[cc].type == "Concat")
+    return out
+
+
+def _norm_inputs(g: Graph) -> set[str]:
+    """Producers ``x`` that feed a LayerNorm over channels (MVN, or ReduceMean(x) with Sub(x, mean))."""
+    xs = set()
+    for n in g.nodes.values():
+        acts = n.act_inputs()
+        if len(acts) != 1:
+            continue
+        x = acts[0]
+        if n.type == "MVN":
+            xs.add(x)
+        elif n.type == "ReduceMean":
+            if any(g.nodes[c].type == "Sub" and set(g.nodes[c].act_inputs()) == {x, n.name}
+                   for c in g.consumers.get(n.name, [])):  # fmt: skip
+                xs.add(x)
+    return xs
+
+
+def residual_adds(g: Graph) -> set[str]:
+    """Pre-norm residual Adds ``x + f(norm(x))`` (the MLLA block's two skip connections)."""
+    out = set()
+    for x in _norm_inputs(g):
+        below = None
+        for c in g.consumers.get(x, []):
+            cn = g.nodes[c]
+            if cn.type != "Add" or len(cn.act_inputs()) != 2:
+                continue
+            other = [p for p in cn.act_inputs() if p != x]
+            if not other:
+                continue
+            below = below if below is not None else g.descendants(x)
+            if other[0] in below:
+                out.add(c)
+    return out
+
+
+_RULES = {"head": head_decode, "kv_matmul": kv_matmuls, "z": z_normaliser, "rope": rope_muls,
+          "residual": residual_adds}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ScopePolicy:
+    """The rule groups whose nodes stay in float (see the module docstring); ``GROUPS`` lists them all.
+
+    Example:
+        >>> ScopePolicy.parse("head,z").groups
+        ('head', 'z')
+        >>> ScopePolicy.parse("none").groups
+        ()
+    """
+
+    groups: tuple[str, ...] = DEFAULT_GROUPS
+
+    def __post_init__(self) -> None:
+        bad = [x for x in self.groups if x not in GROUPS]
+        if bad:
+            raise ConfigError(f"unknown ignored-scope group(s) {bad}; expected any of {list(GROUPS)}")
+
+    @classmethod
+    def parse(cls, spec: str | Iterable[str] | ScopePolicy | None) -> ScopePolicy:
+        """From ``"head,z"``, ``"all"``, ``"none"``, ``"default"``, a list of groups, a policy, or None (default)."""
+        if isinstance(spec, ScopePolicy):
+            return spec
+        if spec is None or spec == "default":
+            return cls()
+        if isinstance(spec, str):
+            if spec == "all":
+                return cls(GROUPS)
+            if spec in ("none", ""):
+                return cls(())
+            spec = [s.strip() for s in spec.split(",") if s.strip()]
+        if not isinstance(spec, Iterable):
+            raise ConfigError(f"ignored scope must be a group list like 'head,z', got {type(spec).__name__}")
+        return cls(tuple(dict.fromkeys(spec)))
+
+    def select_groups(self, g: Graph) -> dict[str, set[str]]:
+        """Group -> node names it keeps in float, for this graph."""
+        return {grp: _RULES[grp](g) for grp in self.groups}
+
+    def select(self, g: Graph) -> set[str]:
+        """All node names this policy keeps in float."""
+        out: set[str] = set()
+        for names in self.select_groups(g).values():
+            out |= names
+        if not out and self.groups:
+            LOGGER.warning("ignored-scope policy %s matched no node in %s", self.groups, g.source)
+        return out
+
+    def describe(self, g: Graph) -> dict[str, dict[str, int]]:
+        """Group -> {canonical op type: count} of the nodes it keeps in float (for reports)."""
+        return {grp: dict(Counter(g.nodes[n].type for n in names)) for grp, names in self.select_groups(g).items()}
