@@ -294,13 +294,54 @@ def _rope_channel_order(dim: int, num_heads: int) -> list[int]:
     return [hd * d + 2 * t + par for hd in range(num_heads) for par in (0, 1) for t in range(d // 2)]
 
 
+class _ZScale(nn.Module):
+    """``att * z`` with ``z = 1 / (k_mean . q + eps)`` per head and pixel, computed in float32.
+
+    A module of its own so exported nodes carry the ``/z/`` name scope (the fp16 ONNX converter keeps
+    that scope in float32). Parameter-free.
+    """
+
+    def forward(self, att: torch.Tensor, k_mean: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        z = 1.0 / (k_mean.float() @ q.float() + Z_EPS)  # (b, nh, 1, d) @ (b, nh, d, n) -> (b, nh, 1, n)
+        return (att.float() * z).to(att.dtype)
+
+
+def _pack_tables(cos: torch.Tensor, sin: torch.Tensor, nh: int, n) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C/2, h, w) cos/sin -> broadcastable RoPE tables for the (b, 2, nh, 2, d/2 * n) q/k layout.
+
+    ``cos_t`` (2, nh, 1, X) and ``sin_t`` (2, nh, 2, X): index 0 of the first axis is q, 1 is k (k's
+    rows carry the 1/N of ``kv``); ``sin_t``'s third axis holds (-sin, +sin) for (even, odd) outputs.
+    """
+    c = cos.reshape(1, nh, 1, -1)
+    s = sin.reshape(1, nh, 1, -1)
+    s2 = torch.cat([-s, s], dim=2)
+    return torch.cat([c, c / n], dim=0), torch.cat([s2, s2 / n], dim=0)
+
+
 class MLLABlockDeploy(nn.Module):
     """Re-parameterized MLLA block: export-friendly ops only, equal to :class:`MLLABlock` in float32.
+
+    What changed against the training form: ``x + cpe(x)`` folded into one depthwise conv (twice);
+    LayerNorm affines folded into the next 1x1 convs; ``act_proj``/``in_proj`` merged into ``proj``;
+    ``qk`` rows reordered per head (even channels, then odd) so RoPE is one constant reshape of q and
+    k together, a flip of the (even, odd) axis and ``t * cos + flip(t) * sin`` with constant float32
+    tables (1/N folded into k's tables); no layout transposes: the only Transpose is the operand of
+    ``kv = v @ k^T`` (contraction over N, the last axis of both), which ONNX Runtime fuses into
+    FusedMatMul(transB) and OpenVINO into MatMul(transpose_b); ``z`` computed in float32.
 
     RoPE tables are constants bound to a feature size (:meth:`bind`); a call at another size uses
     tables for that size (computed once and cached), so eager use stays correct on any input. With
     ``dynamic = True`` the tables and reshape sizes come from the input's shape instead, which adds
-    Shape, Gather, Range, Cos, Sin and a few arithmetic nodes to an exported graph.
+    Shape, Gather, Range, Cos, Sin, Cast, Concat/Unsqueeze and a few arithmetic nodes per block to an
+    exported graph.
+
+    Example:
+        >>> import torch
+        >>> blk = MLLABlock(64).eval()
+        >>> dep = blk.reparameterize().bind(8, 12)
+        >>> x = torch.randn(1, 64, 8, 12)
+        >>> bool((blk(x) - dep(x)).abs().max() < 1e-5)
+        True
     """
 
     def __init__(self, dim: int, num_heads: int, hidden: int, eps1: float = 1e-5, eps2: float = 1e-5) -> None:
@@ -315,13 +356,15 @@ class MLLABlockDeploy(nn.Module):
         self.cpe2 = _dw3x3(dim)
         self.fc1 = _pw(dim, hidden)  # norm2's affine folded in
         self.fc2 = _pw(hidden, dim)
+        self.z = _ZScale()
         self.dynamic = False
         self.bound: tuple[int, int] | None = None
-        self._tables: dict[tuple, tuple[torch.Tensor, ...]] = {}
+        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     @torch.no_grad()
     def from_training(cls, blk: MLLABlock) -> MLLABlockDeploy:
+        """Build the deploy form of a training-form block (eval-mode semantics; DropPath is dropped)."""
         dim, nh = blk.dim, blk.num_heads
         dep = cls(dim, nh, blk.mlp.fc1.out_channels, blk.norm1.eps, blk.norm2.eps)
         dep.cpe1 = _fold_identity_dw(blk.cpe1)
@@ -337,32 +380,28 @@ class MLLABlockDeploy(nn.Module):
         dep.qk.weight.copy_(blk.attn.qk.weight[rows])
         dep.qk.bias.copy_(blk.attn.qk.bias[rows] if blk.attn.qk.bias is not None else torch.zeros(2 * dim))
         dep.to(blk.cpe1.weight.device, blk.cpe1.weight.dtype)
-        return dep
+        return dep.train(blk.training)
 
     def reparameterize(self) -> MLLABlockDeploy:
         """Already in deploy form: returns itself (safe to call twice)."""
         return self
 
     def bind(self, h: int, w: int) -> MLLABlockDeploy:
-        """Bind the constant RoPE tables (and reshape sizes) to an ``h x w`` feature map."""
-        if not (isinstance(h, int) and isinstance(w, int)) or h <= 0 or w <= 0:
+        """Bind the constant RoPE tables (and reshape sizes) to an ``h x w`` feature map; returns self."""
+        if not (isinstance(h, int) and isinstance(w, int)) or isinstance(h, bool) or isinstance(w, bool):
+            raise ConfigError(f"bind() needs positive int sizes, got h={h!r}, w={w!r}")
+        if h <= 0 or w <= 0:
             raise ConfigError(f"bind() needs positive int sizes, got h={h!r}, w={w!r}")
         self.bound = (h, w)
         return self
 
-    def _static_tables(self, h: int, w: int, device: torch.device):
-        key = (h, w, str(device))
+    def _static_tables(self, h: int, w: int, device: torch.device, dtype: torch.dtype):
+        key = (h, w, str(device), dtype)
         if key not in self._tables:
-            nh, d2, n = self.num_heads, self.dim // self.num_heads // 2, h * w
-            cos, sin = _rope_tables(self.dim, h, w)  # (C/2, h, w), float32 numpy-born: constants in a trace
-            cos, sin = cos.reshape(nh, 1, d2 * n), sin.reshape(nh, 1, d2 * n)
-            self._tables[key] = (cos.to(device), sin.to(device), (cos / n).to(device), (sin / n).to(device))
+            cos, sin = _rope_tables(self.dim, h, w)  # (C/2, h, w) float32 from numpy: constants in a trace
+            cos_t, sin_t = _pack_tables(cos, sin, self.num_heads, h * w)
+            self._tables[key] = (cos_t.to(device, dtype), sin_t.to(device, dtype))
         return self._tables[key]
-
-    def _rope(self, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, nh: int, d: int, n) -> torch.Tensor:
-        t = t.reshape(-1, nh, 2, (d // 2) * n)
-        te, to = t[:, :, :1], t[:, :, 1:]
-        return torch.cat([te * cos - to * sin, te * sin + to * cos], dim=2).reshape(-1, nh, d, n)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, nh = self.dim, self.num_heads
@@ -371,34 +410,28 @@ class MLLABlockDeploy(nn.Module):
             h, w = x.shape[-2], x.shape[-1]
             n = h * w
             cos, sin = _rope_tables_traced(c, h, w, x.device)
-            cos, sin = cos.reshape(nh, 1, -1), sin.reshape(nh, 1, -1)
-            kcos, ksin = cos / n, sin / n
+            cos_t, sin_t = _pack_tables(cos, sin, nh, n)
+            cos_t, sin_t = cos_t.to(x.dtype), sin_t.to(x.dtype)
         else:
             h, w = (int(s) for s in x.shape[-2:])
             if self.bound is not None and (h, w) != self.bound and torch.jit.is_tracing():
                 raise ShapeError(f"deploy MLLA is bound to {self.bound} but traced at {(h, w)}: bind() it first")
             n = h * w
-            cos, sin, kcos, ksin = self._static_tables(h, w, x.device)
+            cos_t, sin_t = self._static_tables(h, w, x.device, x.dtype)
 
         x = self.cpe1(x)
         shortcut = x
         g, y = self.proj(_normalize_channels(x, self.eps1)).chunk(2, dim=1)
         g = F.silu(g)
         v = F.silu(self.dwc(y))
-        qk = F.elu(self.qk(v)) + 1.0
+        qk = F.elu(self.qk(v)) + 1.0  # (b, 2C, h, w): [q; k], per head even channels then odd ones
+        t = qk.reshape(-1, 2, nh, 2, (d // 2) * n)  # (b, q/k, head, even/odd, pair x pixel)
+        rope = (t * cos_t + t.flip(3) * sin_t).reshape(-1, 2 * nh, d, n)
+        q_rope, k_rope = rope.chunk(2, dim=1)  # (b, nh, d, n) each; k_rope carries 1/N
         q, k = qk.chunk(2, dim=1)
-        q_rope = self._rope(q, cos, sin, nh, d, n)
-        k_rope = self._rope(k, kcos, ksin, nh, d, n)  # 1/N folded into k's tables
-        q, k = q.reshape(-1, nh, d, n), k.reshape(-1, nh, d, n)
-        vh = v.reshape(-1, nh, d, n)
-        k_mean = k.mean(-1, keepdim=True).reshape(-1, nh, 1, d)  # (d,1) -> (1,d) is a reshape, not a transpose
-        if q.dtype != torch.float32:  # keep the z division in float32 under half precision
-            z = 1.0 / (k_mean.float() @ q.float() + Z_EPS)
-        else:
-            z = 1.0 / (k_mean @ q + Z_EPS)  # (b, nh, 1, n)
-        kv_t = vh.to(k_rope.dtype) @ k_rope.transpose(-1, -2)  # (b, nh, d_v, d_k): the one MatMul operand transpose
-        att = (kv_t @ q_rope).float() * z
-        y = att.to(x.dtype).reshape(-1, c, h, w) + self.lepe(v)
+        k_mean = k.mean((2, 3), keepdim=True).reshape(-1, nh, 1, d)  # (b, C, 1, 1) -> (b, nh, 1, d): a reshape
+        kv_t = v.reshape(-1, nh, d, n) @ k_rope.transpose(-1, -2)  # (b, nh, d_v, d_k): the one operand transpose
+        y = self.z(kv_t @ q_rope, k_mean, q.reshape(-1, nh, d, n)).reshape(-1, c, h, w) + self.lepe(v)
         x = shortcut + self.out_proj(y * g)
         x = self.cpe2(x)
         return x + self.fc2(F.gelu(self.fc1(_normalize_channels(x, self.eps2))))

@@ -1,0 +1,520 @@
+"""torch -> ONNX / OpenVINO IR for YOLO11(-MLLA) detectors, with metadata and an op audit.
+
+:func:`export` loads a checkpoint (ours or a stock Ultralytics one), re-parameterizes it
+(:mod:`edge_mlla.reparam`), binds the MLLA RoPE tables to the export size, traces it with the
+TorchScript ONNX exporter (as Ultralytics does), simplifies with onnxslim, checks with
+``onnx.checker`` and writes metadata (:mod:`edge_mlla.metadata`). OpenVINO IR is converted
+from that ONNX graph. The output is the Ultralytics export layout: input ``images``
+(B, 3, H, W) float in [0, 1], output ``output0`` (B, 4 + nc, A) with xywh boxes in input
+pixels and sigmoid class scores.
+
+:func:`op_audit` lists the op types of an exported graph and the nodes inside MLLA blocks.
+
+Example:
+    >>> from edge_mlla.export import export, op_audit
+    >>> onnx_path = export("best.pt", format="onnx", imgsz=640)  # doctest: +SKIP
+    >>> op_audit(onnx_path).mlla_violations()  # doctest: +SKIP
+    []
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_mlla._env import setup_offline
+
+setup_offline()  # before anything imports Ultralytics / OpenVINO
+
+from edge_mlla.errors import (  # noqa: E402
+    ConfigError,
+    ExportError,
+    InputTypeError,
+    MissingFileError,
+    ModelFileError,
+    OutputNotWritableError,
+)
+
+LOGGER = logging.getLogger("edge_mlla")
+
+__all__ = ["FORMATS", "OPSET", "export", "load_detector", "op_types", "op_audit", "OpAudit", "MLLA_FORBIDDEN"]
+
+FORMATS = ("onnx", "openvino")
+OPSET = 17  # LayerNorm-free graph; 17 is what ORT 1.2x and OpenVINO 202x both read fully
+MAX_OPSET = 21
+
+#: op types never allowed inside an MLLA block of a static export
+MLLA_FORBIDDEN = frozenset(
+    {
+        "Cos", "Sin", "Shape", "Size", "Range", "ConstantOfShape", "Einsum",
+        "DFT", "STFT", "Complex", "Real", "Imag",
+    }
+)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def load_detector(checkpoint: object):
+    """A float32 eval-mode Ultralytics ``DetectionModel`` from a ``.pt`` path, a ``YOLO`` or an ``nn.Module``.
+
+    Raises MissingFileError (no such file), ModelFileError (not a loadable checkpoint, or not a
+    detector). Never downloads: a bare name that is not a file is an error.
+
+    Example:
+        >>> model = load_detector("runs/n640/weights/best.pt")  # doctest: +SKIP
+    """
+    import edge_mlla.nn  # noqa: F401  registers C2MLLA so our checkpoints unpickle
+    import torch
+    from torch import nn
+
+    if isinstance(checkpoint, (str, os.PathLike)):
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise MissingFileError(f"checkpoint not found: {path} (expected an Ultralytics .pt file)")
+        if path.suffix != ".pt":
+            raise ModelFileError(f"checkpoint must be an Ultralytics .pt file, got {path.name!r}")
+        from ultralytics.nn.tasks import load_checkpoint
+
+        try:
+            model, _ = load_checkpoint(str(path), device="cpu", fuse=False)
+        except (TypeError, RuntimeError, EOFError, ValueError, KeyError, AttributeError, ModuleNotFoundError) as e:
+            raise ModelFileError(f"{path} is not a loadable Ultralytics checkpoint: {type(e).__name__}: {e}") from e
+        except Exception as e:  # pickle errors and friends from a damaged file
+            raise ModelFileError(f"{path} is not a loadable Ultralytics checkpoint: {type(e).__name__}: {e}") from e
+        where = str(path)
+    else:
+        inner = getattr(checkpoint, "model", None) if not isinstance(checkpoint, nn.Module) or hasattr(
+            checkpoint, "predictor"
+        ) else checkpoint
+        if not isinstance(inner, nn.Module):
+            raise InputTypeError(
+                f"export() takes a .pt path, an Ultralytics YOLO or a DetectionModel, got {type(checkpoint).__name__}"
+            )
+        model, where = copy.deepcopy(inner).float(), type(checkpoint).__name__
+    _check_detector(model, where)
+    return model.float().eval().to(torch.device("cpu"))
+
+
+def _check_detector(model: object, where: str) -> None:
+    from ultralytics.nn.modules import Detect
+    from ultralytics.nn.tasks import DetectionModel
+
+    head = getattr(model, "model", None)
+    head = head[-1] if head is not None and hasattr(head, "__getitem__") and len(head) else None
+    task = getattr(model, "task", "detect")
+    if not isinstance(model, DetectionModel) or not isinstance(head, Detect) or task != "detect":
+        raise ModelFileError(
+            f"{where} is not an object detector (task={task!r}, head={type(head).__name__}): "
+            "export() needs an Ultralytics detection model (Detect head)"
+        )
+    if type(head) is not Detect:
+        raise ModelFileError(f"{where} has a {type(head).__name__} head; export() supports plain Detect heads")
+
+
+# ----------------------------------------------------------------------------------------------- validation
+def _check_args(fmt: object, batch: object, dynamic: object, half: object, simplify: object, opset: object) -> str:
+    if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ConfigError(f"batch must be a positive int, got {batch!r}")
+    for name, val in (("dynamic", dynamic), ("half", half), ("simplify", simplify)):
+        if not isinstance(val, bool):
+            raise ConfigError(f"{name} must be True or False, got {val!r}")
+    if not isinstance(opset, int) or isinstance(opset, bool) or not OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(f"opset must be an int in [{OPSET}, {MAX_OPSET}], got {opset!r}")
+    return fmt.lower()
+
+
+def _output_dir(output: object, checkpoint: object) -> Path:
+    if output is None:
+        base = Path(checkpoint).parent if isinstance(checkpoint, (str, os.PathLike)) else Path.cwd()
+    elif isinstance(output, (str, os.PathLike)):
+        base = Path(output)
+    else:
+        raise InputTypeError(f"output must be a folder path or None, got {type(output).__name__}")
+    if base.exists() and not base.is_dir():
+        raise OutputNotWritableError(f"output {base} exists and is not a folder")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        probe = base / f".edge_mlla_probe_{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OutputNotWritableError(f"output folder {base} is not writable: {e}") from e
+    return base
+
+
+# --------------------------------------------------------------------------------------------------- export
+def export(
+    checkpoint: str | os.PathLike | object,
+    format: str = "onnx",  # noqa: A002  (the CLI's and Ultralytics' name)
+    imgsz: int | tuple[int, int] = 640,
+    batch: int = 1,
+    dynamic: bool = False,
+    half: bool = False,
+    output: str | os.PathLike | None = None,
+    simplify: bool = True,
+    opset: int = OPSET,
+) -> Path:
+    """Export a detector to ONNX or OpenVINO IR and return the model file's path.
+
+    Args:
+        checkpoint: Ultralytics ``.pt`` (YOLO11-MLLA or stock YOLO), or a ``YOLO`` / ``DetectionModel``.
+        format: ``"onnx"`` (-> ``<output>/<stem>.onnx``) or ``"openvino"``
+            (-> ``<output>/<stem>_openvino_model/<stem>.xml`` + ``.bin`` + ``metadata.yaml``).
+        imgsz: input size, int or (height, width); each side a multiple of the model's max stride (32).
+        batch: batch size of a static export (the example batch of a dynamic one).
+        dynamic: dynamic batch, height and width; MLLA blocks then compute RoPE tables from the
+            input shape (adds Shape/Gather/Range/Cos/Sin/arithmetic nodes, see :class:`MLLABlockDeploy`).
+        half: fp16 weights (OpenVINO ``compress_to_fp16``; ONNX converted to float16 with float32
+            I/O, the MLLA ``z`` division kept in float32).
+        output: output folder (created); default: the checkpoint's folder (cwd for in-memory models).
+        simplify: run onnxslim.
+        opset: ONNX opset, 17..21.
+
+    Raises:
+        MissingFileError, ModelFileError, ConfigError, OutputNotWritableError, ExportError.
+        A failed export leaves any earlier file at the target path untouched.
+
+    Example:
+        >>> p = export("best.pt", format="openvino", imgsz=(384, 640))  # doctest: +SKIP
+        >>> p.name  # doctest: +SKIP
+        'best.xml'
+    """
+    fmt = _check_args(format, batch, dynamic, half, simplify, opset)
+    model = load_detector(checkpoint)  # MissingFileError / ModelFileError before touching the output folder
+    stride = int(max(int(s) for s in model.stride.tolist())) if hasattr(model, "stride") else 32
+    from edge_mlla.reparam import normalize_imgsz
+
+    hw = normalize_imgsz(imgsz, stride=stride)
+    out_dir = _output_dir(output, checkpoint)
+    stem = Path(checkpoint).stem if isinstance(checkpoint, (str, os.PathLike)) else "model"
+
+    model = _prepare(model, hw, batch, dynamic)
+    metadata = _metadata(model, hw, batch, dynamic, half, stride)
+    with tempfile.TemporaryDirectory(prefix=".edge_mlla_export_", dir=out_dir) as tmp:
+        tmp = Path(tmp)
+        onnx_tmp = tmp / f"{stem}.onnx"
+        _to_onnx(model, hw, batch, dynamic, simplify, opset, metadata, onnx_tmp, half=half and fmt == "onnx")
+        if fmt == "onnx":
+            target = out_dir / f"{stem}.onnx"
+            os.replace(onnx_tmp, target)
+        else:
+            ov_tmp = tmp / f"{stem}_openvino_model"
+            _to_openvino(onnx_tmp, ov_tmp / f"{stem}.xml", metadata, half)
+            target_dir = out_dir / ov_tmp.name
+            _replace_dir(ov_tmp, target_dir)
+            target = target_dir / f"{stem}.xml"
+    LOGGER.info("exported %s (%s, imgsz %sx%s, batch %s%s%s)", target, fmt, *hw, batch,
+                ", dynamic" if dynamic else "", ", fp16" if half else "")  # fmt: skip
+    return target
+
+
+def _prepare(model, hw: tuple[int, int], batch: int, dynamic: bool):
+    import torch
+    from ultralytics.nn.modules import Detect
+
+    from edge_mlla.reparam import bind, reparameterize
+
+    model = reparameterize(model, inplace=True)
+    bind(model, None if dynamic else hw, dynamic=dynamic)
+    for m in model.modules():
+        if isinstance(m, Detect):
+            m.dynamic, m.export, m.format, m.shape = dynamic, True, "onnx", None
+            m.xyxy = False
+            m.max_det = min(getattr(m, "max_det", 300), sum((hw[0] // int(s)) * (hw[1] // int(s)) for s in model.stride))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        model(torch.zeros(batch, 3, *hw))  # dry run: builds anchors, checks the graph runs at this size
+    return model
+
+
+def _metadata(model, hw, batch, dynamic, half, stride) -> dict[str, str]:
+    from edge_mlla.metadata import make_metadata
+    from edge_mlla.reparam import deploy_blocks
+
+    names = getattr(model, "names", None) or {i: str(i) for i in range(model.model[-1].nc)}
+    if isinstance(names, (list, tuple)):
+        names = dict(enumerate(names))
+    md = make_metadata(
+        names,
+        stride,
+        hw,
+        batch=batch,
+        task="detect",
+        reparameterized=True,
+        precision="fp16" if half else "fp32",
+        dynamic=dynamic,
+        mlla_blocks=len(deploy_blocks(model)),
+    )
+    # Keys Ultralytics' AutoBackend also reads (nn/backends/base.py: apply_metadata): its export args and head.
+    md.setdefault("args", str({"batch": batch, "dynamic": dynamic, "half": half, "nms": False}))
+    md.setdefault("channels", "3")
+    md.setdefault("end2end", "False")
+    return md
+
+
+def _to_onnx(model, hw, batch, dynamic, simplify, opset, metadata, path: Path, half: bool) -> None:
+    import warnings
+
+    import onnx
+    import torch
+
+    im = torch.zeros(batch, 3, *hw)
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"}} if dynamic else None
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # TracerWarnings about constant sizes: intended (bound tables)
+            torch.onnx.export(
+                model,
+                im,
+                str(path),
+                dynamo=False,  # TorchScript exporter, as Ultralytics uses
+                opset_version=opset,
+                input_names=["images"],
+                output_names=["output0"],
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
+        graph = onnx.load(str(path))
+    except Exception as e:
+        raise ExportError(f"ONNX export failed: {type(e).__name__}: {e}") from e
+    if simplify:
+        try:
+            import onnxslim
+
+            graph = onnxslim.slim(graph)
+        except Exception as e:  # a simplifier failure is not fatal: the traced graph is valid
+            LOGGER.warning("onnxslim failed, keeping the unsimplified graph: %s", e)
+    if half:
+        graph = _onnx_to_fp16(graph)
+    del graph.metadata_props[:]
+    for k, v in metadata.items():
+        prop = graph.metadata_props.add()
+        prop.key, prop.value = k, v
+    if graph.ir_version > 10:  # ORT reads IR <= 10 (same cap as Ultralytics' exporter)
+        graph.ir_version = 10
+    try:
+        onnx.checker.check_model(graph)
+    except Exception as e:
+        raise ExportError(f"exported ONNX graph fails onnx.checker: {e}") from e
+    onnx.save(graph, str(path))
+
+
+def _onnx_to_fp16(graph):
+    """float16 weights and activations, float32 I/O; MLLA ``z`` subgraphs (``/z/`` scope) stay float32."""
+    from onnxruntime.transformers import float16
+
+    keep = [n.name for n in graph.graph.node if "/z/" in n.name]
+    graph = float16.convert_float_to_float16(graph, keep_io_types=True, node_block_list=keep)
+    # The converter appends its input Casts after the nodes that use them, which onnx.checker rejects
+    # ("Nodes in a graph must be topologically sorted"): https://github.com/microsoft/onnxruntime/issues/15494
+    _toposort(graph.graph)
+    _drop_fp16_roundtrips(graph.graph)
+    return graph
+
+
+def _drop_fp16_roundtrips(graph) -> None:
+    """``x(fp32) -> Cast(fp16) -> Cast(fp32)`` between two kept-float32 nodes: read ``x`` directly.
+
+    The fp16 converter casts every blocked node's output to fp16 and back for the next blocked node,
+    which would round the ``z`` denominator to fp16 after all.
+    """
+    import onnx
+
+    by_out = {o: n for n in graph.node for o in n.output}
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+
+    def cast_to(node) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    for node in graph.node:
+        if cast_to(node) != f32:
+            continue
+        prev = by_out.get(node.input[0])
+        if prev is not None and cast_to(prev) == f16 and "_cast_to_fp16" in prev.name:
+            node.input[0] = prev.input[0]  # now a float32 -> float32 Cast (a no-op the runtimes drop)
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    dead = [n for n in graph.node if n.op_type == "Cast" and not any(o in used for o in n.output)]
+    for n in dead:
+        graph.node.remove(n)
+
+
+def _toposort(graph) -> None:
+    """Reorder ``graph.node`` topologically (stable: keeps the original order where it can)."""
+    produced = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in produced for i in node.input):
+                ordered.append(node)
+                produced.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise ExportError(f"ONNX graph has a cycle or a dangling input near node {rest[0].name!r}")
+        pending = rest
+    nodes = [copy.deepcopy(n) for n in ordered]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _to_openvino(onnx_path: Path, xml: Path, metadata: dict[str, str], half: bool) -> None:
+    import openvino as ov
+    import yaml
+
+    try:
+        ov_model = ov.convert_model(str(onnx_path))
+        for k, v in metadata.items():
+            ov_model.set_rt_info(v, ["model_info", k])
+        xml.parent.mkdir(parents=True, exist_ok=True)
+        ov.save_model(ov_model, str(xml), compress_to_fp16=half)
+    except Exception as e:
+        raise ExportError(f"OpenVINO conversion failed: {type(e).__name__}: {e}") from e
+    with open(xml.parent / "metadata.yaml", "w", encoding="utf-8") as f:
+        yaml.safe_dump(dict(metadata), f, sort_keys=False, allow_unicode=True)
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move a finished folder into place; an existing one is swapped out only after the new one is complete."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(dst, old)
+    try:
+        os.replace(src, dst)
+    except OSError:
+        if old is not None:
+            os.replace(old, dst)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ op audit
+@dataclass
+class OpAudit:
+    """Op types of an exported graph; ``mlla`` holds the nodes inside MLLA blocks (by name scope)."""
+
+    path: Path
+    ops: Counter = field(default_factory=Counter)
+    mlla_ops: Counter = field(default_factory=Counter)
+    mlla_nodes: list[tuple[str, str]] = field(default_factory=list)  # (name, op_type)
+    openvino_ops: Counter | None = None
+    mlla_blocks: list[str] = field(default_factory=list)
+
+    def mlla_violations(self) -> list[str]:
+        """Rule: inside MLLA no Cos, Sin, Shape-derived op, complex op or Einsum, and no Transpose except one
+        MatMul operand transpose per block (``kv = v @ k^T``), which ORT fuses into FusedMatMul(transB) and
+        OpenVINO into MatMul(transpose_b). Returns the broken rules (empty when clean)."""
+        bad = [f"{op} x{n}" for op, n in sorted(self.mlla_ops.items()) if op in MLLA_FORBIDDEN]
+        n_t, n_blocks = self.mlla_ops.get("Transpose", 0), max(len(self.mlla_blocks), 1)
+        if n_t > n_blocks:
+            bad.append(f"Transpose x{n_t} in {n_blocks} MLLA block(s): at most one MatMul-operand transpose each")
+        if n_t:
+            by_name = dict(self.mlla_nodes)
+            for name, op in self.mlla_nodes:
+                if op == "Transpose" and not self._feeds_matmul(name):
+                    bad.append(f"Transpose {name} does not feed a MatMul (layout transpose)")
+            del by_name
+        return bad
+
+    def _feeds_matmul(self, node_name: str) -> bool:
+        return node_name in self._transpose_to_matmul
+
+    _transpose_to_matmul: set = field(default_factory=set)
+
+    def table(self) -> str:
+        """Markdown table: op type, count in the whole graph, count inside MLLA."""
+        rows = ["| op | graph | inside MLLA |", "|---|---:|---:|"]
+        for op, n in sorted(self.ops.items(), key=lambda kv: (-kv[1], kv[0])):
+            rows.append(f"| {op} | {n} | {self.mlla_ops.get(op, 0)} |")
+        rows.append(f"| **total** | {sum(self.ops.values())} | {sum(self.mlla_ops.values())} |")
+        return "\n".join(rows)
+
+
+def _block_scopes(names: list[str]) -> list[str]:
+    """Name scopes of MLLA blocks: every scope that owns a ``cpe1`` child (both forms have one).
+
+    ``/model.10/m/m.0/cpe1/Conv`` -> ``/model.10/m/m.0``. Longest first, so nested scopes resolve right.
+    """
+    scopes = {n.split("/cpe1/")[0] for n in names if "/cpe1/" in n}
+    return sorted(scopes, key=len, reverse=True)
+
+
+def op_types(path: str | os.PathLike) -> Counter:
+    """Op type -> count of an ``.onnx`` graph or an OpenVINO ``.xml`` IR.
+
+    Example:
+        >>> op_types("best.onnx")["Conv"]  # doctest: +SKIP
+        88
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"model file not found: {path}")
+    if path.suffix == ".onnx":
+        import onnx
+
+        return Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
+    if path.suffix == ".xml":
+        import openvino as ov
+
+        return Counter(op.get_type_name() for op in ov.Core().read_model(str(path)).get_ops())
+    raise ModelFileError(f"op_types() reads .onnx or OpenVINO .xml files, got {path.name!r}")
+
+
+def op_audit(path: str | os.PathLike, mlla_scope: str | None = None) -> OpAudit:
+    """Audit an exported ONNX graph: op types, and the nodes inside MLLA blocks by node-name scope.
+
+    The TorchScript exporter names nodes after module paths (``/model.10/m/m.0/qk/Conv``); a node
+    is inside an MLLA block when its scope contains ``m/m.<i>/`` under a C2MLLA (or ``mlla_scope``,
+    a regex, matches its name). For an OpenVINO IR beside it (same stem, ``.xml``), ``openvino_ops``
+    lists the IR's op types.
+
+    Example:
+        >>> a = op_audit("best.onnx")  # doctest: +SKIP
+        >>> a.mlla_violations()  # doctest: +SKIP
+        []
+    """
+    import onnx
+
+    path = Path(path)
+    if not path.is_file() or path.suffix != ".onnx":
+        raise MissingFileError(f"op_audit() needs an existing .onnx file, got {path}")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    scope = re.compile(mlla_scope) if mlla_scope else None
+    audit = OpAudit(path=path)
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    scopes = _block_scopes([n.name for n in graph.node])
+    blocks = set()
+    for node in graph.node:
+        audit.ops[node.op_type] += 1
+        if scope is not None:
+            hit = scope.search(node.name)
+            blk = hit.group(0) if hit else None
+        else:
+            blk = next((s for s in scopes if node.name.startswith(s + "/")), None)
+        if blk is None:
+            continue
+        blocks.add(blk)
+        audit.mlla_ops[node.op_type] += 1
+        audit.mlla_nodes.append((node.name, node.op_type))
+        if node.op_type == "Transpose" and all(c.op_type == "MatMul" for o in node.output for c in consumers.get(o, [])):
+            audit._transpose_to_matmul.add(node.name)
+    audit.mlla_blocks = sorted(blocks)
+    xml = path.with_suffix(".xml")
+    if xml.is_file():
+        audit.openvino_ops = op_types(xml)
+    return audit
