@@ -1,0 +1,10 @@
+"""``python -m edge_mlla.quantize MODEL --calib SRC ...``: the same command as ``edge-mlla quantize``."""
+
+from __future__ import annotations
+
+import sys
+
+from edge_mlla.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(["quantize", *sys.argv[1:]]))
