@@ -1,0 +1,315 @@
+"""INT8 quantization: both backends end to end on a few images, the ignored-scope policy, calibration sources,
+and every bad input the issue lists. Models are the session-cached 320x320 exports of the bundled model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_mlla.errors import (
+    CalibrationWarning,
+    ConfigError,
+    DatasetError,
+    EdgeMLLAError,
+    ModelFileError,
+    QuantizationError,
+    ShapeError,
+)
+
+IMGSZ = 320
+N_CALIB = 4
+
+# Agreement bound between INT8 and FP32 detections on the calibration images (conf 0.25, NMS 0.45): pooled over
+# the images, at least 80% of FP32 boxes have an INT8 box of the same class with IoU >= 0.5, and vice versa.
+MIN_AGREEMENT = 0.80
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory, val_images) -> Path:
+    """N_CALIB BCCD val images plus one corrupt .jpg (skipped and counted)."""
+    d = tmp_path_factory.mktemp("calib")
+    for p in val_images[:N_CALIB]:
+        shutil.copy(p, d / p.name)
+    (d / "zz_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return d
+
+
+@pytest.fixture(scope="module")
+def fp_onnx(exported) -> Path:
+    return exported("onnx", imgsz=IMGSZ)
+
+
+@pytest.fixture(scope="module")
+def fp_xml(exported) -> Path:
+    return exported("openvino", imgsz=IMGSZ)
+
+
+@pytest.fixture(scope="module")
+def ov_report(fp_xml, calib_dir, tmp_path_factory):
+    from edge_mlla.quantize import quantize
+
+    out = tmp_path_factory.mktemp("ov_int8")
+    # fast bias correction only to keep the test short; quantize()'s default (off) is checked in test_defaults
+    with pytest.warns(CalibrationWarning):  # 4 usable images < subset_size 8
+        return quantize(fp_xml, calib=calib_dir, backend="openvino", subset_size=8, output=out,
+                        latency_runs=0, fast_bias_correction=True)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ort_report(fp_onnx, calib_dir, tmp_path_factory):
+    from edge_mlla.quantize import quantize
+
+    out = tmp_path_factory.mktemp("ort_int8") / "model_int8.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        return quantize(fp_onnx, calib=calib_dir, backend="onnxruntime", subset_size=8, output=out, latency_runs=0)
+
+
+def _agreement(a, b) -> tuple[int, int]:
+    """(boxes of ``a`` matched in ``b`` by class and IoU >= 0.5, boxes of ``a``)."""
+    from edge_mlla.ops import box_iou
+
+    if len(a) == 0:
+        return 0, 0
+    if len(b) == 0:
+        return 0, len(a)
+    iou = box_iou(a.xyxy, b.xyxy) * (a.class_id[:, None] == b.class_id[None, :])
+    return int((iou.max(1) >= 0.5).sum()), len(a)
+
+
+def _check_close(fp_path: Path, q_path: Path, images: list[Path], backend: str) -> None:
+    from edge_mlla import Detector
+
+    prec = "f32" if backend == "openvino" else None
+    with Detector(fp_path, backend=backend, precision=prec) as fp, Detector(q_path, backend=backend, precision=prec) as q:
+        hits = [0, 0, 0, 0]
+        for img in images:
+            a, b = fp(img), q(img)
+            m1, n1 = _agreement(a, b)
+            m2, n2 = _agreement(b, a)
+            hits = [hits[0] + m1, hits[1] + n1, hits[2] + m2, hits[3] + n2]
+    assert hits[1] > 0, "FP32 model found nothing on the calibration images: cannot compare"
+    assert hits[0] / hits[1] >= MIN_AGREEMENT, f"INT8 recovers only {hits[0]}/{hits[1]} FP32 boxes"
+    assert hits[2] / max(hits[3], 1) >= MIN_AGREEMENT, f"only {hits[2]}/{hits[3]} INT8 boxes are FP32 boxes"
+
+
+def _calib_images(calib_dir: Path) -> list[Path]:
+    return sorted(p for p in calib_dir.glob("*.jpg") if "corrupt" not in p.name)
+
+
+# -------------------------------------------------------------------------------------------- end to end
+def test_openvino_int8_end_to_end(ov_report, fp_xml, calib_dir):
+    from edge_mlla.metadata import parse_metadata
+    from edge_mlla.quantize.scope import read_graph
+
+    out = Path(ov_report.output)
+    assert out.suffix == ".xml" and out.with_suffix(".bin").is_file()
+    g = read_graph(out)
+    assert g.op_counts()["FakeQuantize"] > 50  # really INT8: weights and activations
+    import openvino as ov
+
+    md = parse_metadata({k: v.astype(str) for k, v in ov.Core().read_model(str(out)).get_rt_info(["model_info"]).astype(dict).items()})
+    assert md.precision == "int8" and md.names == {0: "RBC", 1: "WBC", 2: "Platelets"}
+    q = md.edge_mlla["quantization"]
+    assert q["backend"] == "openvino" and q["preset"] == "mixed" and q["ignored_scope"] == ["head", "kv_matmul", "z"]
+    # the calibration counts: 4 used, the corrupt file skipped and counted
+    assert ov_report.calibration["used"] == N_CALIB and ov_report.calibration["skipped"] == 1
+    assert "Softmax" in ov_report.float_ops["head"] and "MatMul" in ov_report.float_ops["kv_matmul"]
+    assert Path(ov_report.json_path).is_file() and Path(ov_report.png_path).is_file()
+    assert json.loads(Path(ov_report.json_path).read_text())["calibration"]["skipped"] == 1
+    assert "kept in float" in ov_report.table()
+    _check_close(fp_xml, out, _calib_images(calib_dir), "openvino")
+
+
+def test_onnxruntime_int8_end_to_end(ort_report, fp_onnx, calib_dir):
+    import onnx
+
+    from edge_mlla.metadata import parse_metadata
+
+    out = Path(ort_report.output)
+    assert out.name == "model_int8.onnx"
+    m = onnx.load(str(out))
+    ops = {n.op_type for n in m.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    md = parse_metadata({p.key: p.value for p in m.metadata_props})
+    assert md.precision == "int8" and len(md.names) == 3
+    q = md.edge_mlla["quantization"]
+    assert q["format"] == "QDQ" and q["per_channel"] is True and q["calibration_method"] == "minmax"
+    from edge_mlla.quantize.onnxruntime_int8 import cpu_has_vnni
+
+    assert q["reduce_range"] is (not cpu_has_vnni())
+    assert ort_report.details["runs_on_openvino"] is True  # the QDQ file also runs on OpenVINO
+    # excluded nodes really stayed float: no DequantizeLinear feeds the DFL Softmax
+    producers = {o: n for n in m.graph.node for o in n.output}
+    softmax = [n for n in m.graph.node if n.op_type == "Softmax"]
+    assert softmax and all(producers[s.input[0]].op_type != "DequantizeLinear" for s in softmax)
+    _check_close(fp_onnx, out, _calib_images(calib_dir), "onnxruntime")
+
+
+def test_defaults():
+    import inspect
+
+    from edge_mlla.quantize import quantize
+
+    sig = inspect.signature(quantize).parameters
+    assert sig["fast_bias_correction"].default is False and sig["preset"].default == "mixed"
+    assert sig["backend"].default == "openvino" and sig["subset_size"].default == 300
+
+
+# ------------------------------------------------------------------------------------------------- scope
+def test_scope_is_structural_and_matches_across_runtimes(fp_onnx, fp_xml):
+    from edge_mlla.quantize.scope import GROUPS, ScopePolicy, read_graph
+
+    pol = ScopePolicy(GROUPS)
+    go, gv = pol.select_groups(read_graph(fp_onnx)), pol.select_groups(read_graph(fp_xml))
+    for grp in GROUPS:
+        assert go[grp], f"group {grp} found nothing"
+        assert len(go[grp]) == len(gv[grp]), f"{grp}: ONNX and OpenVINO graphs disagree"
+        if grp != "head":  # OpenVINO renames the output node after its tensor ("output0"); the rest keep ONNX names
+            assert go[grp] == gv[grp], f"{grp}: ONNX and OpenVINO graphs disagree"
+    g = read_graph(fp_onnx)
+    types = {grp: sorted({g.nodes[n].type for n in names}) for grp, names in go.items()}
+    assert {"Softmax", "Sigmoid"} <= set(types["head"])
+    assert sum(g.nodes[n].type == "Conv" for n in go["head"]) == 1  # only the fixed DFL conv
+    assert types["kv_matmul"] == ["MatMul"] and "Reciprocal" in types["z"]
+    n_rope = sum(g.nodes[n].type == "Mul" for n in go["rope"])  # by the cos and sin tables (q and k, or joint)
+    assert n_rope >= 2 and n_rope % 2 == 0
+    assert types["residual"] == ["Add"] and len(go["residual"]) == 2
+    assert ScopePolicy.parse("none").select(g) == set()
+    with pytest.raises(ConfigError, match="unknown ignored-scope group"):
+        ScopePolicy.parse("head,attention")
+
+
+# ----------------------------------------------------------------------------------------- calibration
+def test_calibration_sources(tmp_path, tiny_data, val_images):
+    import cv2
+
+    from edge_mlla.quantize.calibration import load_calibration
+
+    c = load_calibration(tiny_data, imgsz=160, subset_size=3)
+    assert c.kind == "data.yaml" and c.used == 3
+    batches = list(c)
+    assert len(batches) == 3 and batches[0].shape == (1, 3, 160, 160) and batches[0].dtype == np.float32
+    # the Detector's own preprocessing, not a copy
+    from edge_mlla.ops import preprocess
+
+    img = cv2.imread(str(c.items[0]))
+    np.testing.assert_array_equal(batches[0], preprocess([img], (160, 160))[0])
+
+    arrays = [np.full((48, 64, 3), v, np.uint8) for v in (0, 128, 255)]
+    c = load_calibration(arrays, imgsz=64, subset_size=2)
+    assert c.kind == "arrays" and c.used == 2
+    with pytest.raises(ShapeError):
+        load_calibration([np.zeros((8, 8, 3), np.float32)], imgsz=64)
+
+    video = tmp_path / "clip.mp4"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for i in range(10):
+        vw.write(np.full((48, 64, 3), i * 20, np.uint8))
+    vw.release()
+    c = load_calibration(video, imgsz=64, subset_size=10, every=3)
+    assert c.kind == "video" and c.items == [0, 3, 6, 9] and len(list(c)) == 4
+
+
+def test_calibration_bad_sources(tmp_path, val_images):
+    from edge_mlla.quantize.calibration import load_calibration
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match="is empty"):
+        load_calibration(empty, imgsz=64)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "readme.txt").write_text("no images here")
+    with pytest.raises(DatasetError, match="has no images"):
+        load_calibration(notes, imgsz=64)
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "a.jpg").write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="none could be decoded"):
+        load_calibration(only_bad, imgsz=64)
+    with pytest.raises(EdgeMLLAError, match="not found"):
+        load_calibration(tmp_path / "nowhere", imgsz=64)
+
+    few = tmp_path / "few"
+    few.mkdir()
+    for p in val_images[:2]:
+        shutil.copy(p, few / p.name)
+    (few / "broken.png").write_bytes(b"\x89PNG broken")
+    with pytest.warns(CalibrationWarning, match="fewer than subset_size=5"):
+        c = load_calibration(few, imgsz=64, subset_size=5)
+    assert c.used == 2 and len(c.skipped) == 1 and c.summary()["skipped"] == 1
+
+
+# --------------------------------------------------------------------------------------------- bad input
+def test_already_quantized_is_refused(ov_report, ort_report, calib_dir):
+    from edge_mlla.quantize import quantize
+
+    for model, be in ((ov_report.output, "openvino"), (ort_report.output, "onnxruntime")):
+        with pytest.raises(ModelFileError, match="already quantized"):
+            quantize(model, calib=calib_dir, backend=be, latency_runs=0)
+
+
+def test_bad_arguments_fail_before_any_work(fp_onnx, fp_xml, calib_dir, tmp_path):
+    from edge_mlla.errors import MissingFileError
+    from edge_mlla.quantize import quantize
+
+    with pytest.raises(ShapeError, match="does not match"):
+        quantize(fp_onnx, calib=calib_dir, imgsz=640)
+    with pytest.raises(ConfigError, match="needs validation data"):
+        quantize(fp_onnx, calib=calib_dir, max_drop=0.01)
+    with pytest.raises(MissingFileError):
+        quantize(fp_onnx, calib=calib_dir, max_drop=0.01, val=tmp_path / "missing.yaml")
+    with pytest.raises(ModelFileError, match="needs an .onnx"):
+        quantize(fp_xml, calib=calib_dir, backend="onnxruntime")
+    with pytest.raises(ConfigError, match="backend"):
+        quantize(fp_onnx, calib=calib_dir, backend="tensorrt")
+    with pytest.raises(MissingFileError):
+        quantize(tmp_path / "nope.onnx", calib=calib_dir)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match="is empty"):
+        quantize(fp_onnx, calib=empty, output=tmp_path / "o.xml")
+    assert not (tmp_path / "o.xml").exists()
+
+
+def test_failure_leaves_no_broken_file(fp_onnx, calib_dir, tmp_path, monkeypatch):
+    import onnxruntime.quantization as oq
+
+    from edge_mlla.quantize import quantize
+
+    target = tmp_path / "model_int8.onnx"
+    target.write_bytes(b"previous good file")
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated crash inside quantize_static")
+
+    monkeypatch.setattr(oq, "quantize_static", boom)
+    with pytest.raises(QuantizationError, match="simulated crash"):
+        quantize(fp_onnx, calib=calib_dir, backend="onnxruntime", subset_size=2, output=target, latency_runs=0)
+    assert target.read_bytes() == b"previous good file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_int8.onnx"]  # no temporaries left
+
+
+def test_cli_errors_are_clear(fp_onnx, tmp_path, capsys):
+    from edge_mlla.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["quantize", str(fp_onnx), "--calib", str(empty)]) == 2
+    assert "is empty" in capsys.readouterr().err
+    assert main(["quantize", str(fp_onnx), "--calib", str(empty), "--max-drop", "0.01"]) == 2
+    assert "needs validation data" in capsys.readouterr().err
+
+
+def test_python_m_entry_point():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "edge_mlla.quantize", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--calib" in r.stdout and "--max-drop" in r.stdout
