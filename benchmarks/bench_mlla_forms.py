@@ -143,11 +143,11 @@ def whole_models(imgsz: int, ckpt: Path | None) -> dict[str, nn.Module]:
 
 def _fuse_only(model: nn.Module) -> nn.Module:
     """Conv+BN fusion without swapping MLLA blocks (the training form, fused like the others)."""
-    from edge_mlla.reparam import _fuse_conv_bn
+    from edge_mlla.reparam import fuse_conv_bn
 
     m = copy.deepcopy(model).eval()
     with torch.no_grad():
-        _fuse_conv_bn(m)
+        fuse_conv_bn(m)
     return m
 
 

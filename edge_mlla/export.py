@@ -162,6 +162,7 @@ def export(
     output: str | os.PathLike | None = None,
     simplify: bool = True,
     opset: int = OPSET,
+    reparameterize: bool = True,
 ) -> Path:
     """Export a detector to ONNX or OpenVINO IR and return the model file's path.
 
@@ -178,6 +179,8 @@ def export(
         output: output folder (created); default: the checkpoint's folder (cwd for in-memory models).
         simplify: run onnxslim.
         opset: ONNX opset, 17..21.
+        reparameterize: convert to the deploy form first (default). ``False`` exports the training
+            form (Conv+BN still fused), for comparisons such as node counts and latency.
 
     Raises:
         MissingFileError, ModelFileError, ConfigError, OutputNotWritableError, ExportError.
@@ -189,6 +192,8 @@ def export(
         'best.xml'
     """
     fmt = _check_args(format, batch, dynamic, half, simplify, opset)
+    if not isinstance(reparameterize, bool):
+        raise ConfigError(f"reparameterize must be True or False, got {reparameterize!r}")
     model = load_detector(checkpoint)  # MissingFileError / ModelFileError before touching the output folder
     stride = int(max(int(s) for s in model.stride.tolist())) if hasattr(model, "stride") else 32
     from edge_mlla.reparam import normalize_imgsz
@@ -197,8 +202,8 @@ def export(
     out_dir = _output_dir(output, checkpoint)
     stem = Path(checkpoint).stem if isinstance(checkpoint, (str, os.PathLike)) else "model"
 
-    model = _prepare(model, hw, batch, dynamic)
-    metadata = _metadata(model, hw, batch, dynamic, half, stride)
+    model = _prepare(model, hw, batch, dynamic, reparameterize)
+    metadata = _metadata(model, hw, batch, dynamic, half, stride, reparameterize)
     with tempfile.TemporaryDirectory(prefix=".edge_mlla_export_", dir=out_dir) as tmp:
         tmp = Path(tmp)
         onnx_tmp = tmp / f"{stem}.onnx"
@@ -217,14 +222,18 @@ def export(
     return target
 
 
-def _prepare(model, hw: tuple[int, int], batch: int, dynamic: bool):
+def _prepare(model, hw: tuple[int, int], batch: int, dynamic: bool, reparam: bool = True):
     import torch
     from ultralytics.nn.modules import Detect
 
-    from edge_mlla.reparam import bind, reparameterize
+    from edge_mlla.reparam import fuse_conv_bn, bind, reparameterize
 
-    model = reparameterize(model, inplace=True)
-    bind(model, None if dynamic else hw, dynamic=dynamic)
+    if reparam:
+        model = reparameterize(model, inplace=True)
+        bind(model, None if dynamic else hw, dynamic=dynamic)
+    else:
+        with torch.no_grad():
+            fuse_conv_bn(model)
     for m in model.modules():
         if isinstance(m, Detect):
             m.dynamic, m.export, m.format, m.shape = dynamic, True, "onnx", None
@@ -232,12 +241,10 @@ def _prepare(model, hw: tuple[int, int], batch: int, dynamic: bool):
             m.max_det = min(getattr(m, "max_det", 300), sum((hw[0] // int(s)) * (hw[1] // int(s)) for s in model.stride))
     for p in model.parameters():
         p.requires_grad_(False)
-    with torch.no_grad():
-        model(torch.zeros(batch, 3, *hw))  # dry run: builds anchors, checks the graph runs at this size
-    return model
+    return model  # no dry run: bind() ran the model once already and the trace runs it again
 
 
-def _metadata(model, hw, batch, dynamic, half, stride) -> dict[str, str]:
+def _metadata(model, hw, batch, dynamic, half, stride, reparam: bool = True) -> dict[str, str]:
     from edge_mlla.metadata import make_metadata
     from edge_mlla.reparam import deploy_blocks
 
@@ -250,7 +257,7 @@ def _metadata(model, hw, batch, dynamic, half, stride) -> dict[str, str]:
         hw,
         batch=batch,
         task="detect",
-        reparameterized=True,
+        reparameterized=bool(reparam),
         precision="fp16" if half else "fp32",
         dynamic=dynamic,
         mlla_blocks=len(deploy_blocks(model)),
@@ -403,35 +410,39 @@ def _replace_dir(src: Path, dst: Path) -> None:
 # ------------------------------------------------------------------------------------------------ op audit
 @dataclass
 class OpAudit:
-    """Op types of an exported graph; ``mlla`` holds the nodes inside MLLA blocks (by name scope)."""
+    """Op types of an exported graph, and what runs inside each MLLA block (found by node-name scope).
+
+    ``ops``/``mlla_ops``: ONNX op type -> count in the whole graph / inside MLLA blocks.
+    ``mlla_transposes``: per block, the Transpose nodes inside it and whether each feeds only the
+    second input of MatMul nodes (an operand transpose the runtimes fold into the MatMul).
+    ``openvino_ops``/``openvino_mlla_ops``: the same for an OpenVINO IR beside the ``.onnx`` (same stem) or
+    given explicitly; ``openvino_matmul_transpose_b``: MatMuls inside MLLA that carry ``transpose_b``.
+    """
 
     path: Path
     ops: Counter = field(default_factory=Counter)
     mlla_ops: Counter = field(default_factory=Counter)
-    mlla_nodes: list[tuple[str, str]] = field(default_factory=list)  # (name, op_type)
-    openvino_ops: Counter | None = None
     mlla_blocks: list[str] = field(default_factory=list)
+    mlla_nodes: list[tuple[str, str]] = field(default_factory=list)  # (node name, op type)
+    mlla_transposes: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)
+    openvino_ops: Counter | None = None
+    openvino_mlla_ops: Counter | None = None
+    openvino_matmul_transpose_b: int | None = None
 
     def mlla_violations(self) -> list[str]:
-        """Rule: inside MLLA no Cos, Sin, Shape-derived op, complex op or Einsum, and no Transpose except one
-        MatMul operand transpose per block (``kv = v @ k^T``), which ORT fuses into FusedMatMul(transB) and
-        OpenVINO into MatMul(transpose_b). Returns the broken rules (empty when clean)."""
-        bad = [f"{op} x{n}" for op, n in sorted(self.mlla_ops.items()) if op in MLLA_FORBIDDEN]
-        n_t, n_blocks = self.mlla_ops.get("Transpose", 0), max(len(self.mlla_blocks), 1)
-        if n_t > n_blocks:
-            bad.append(f"Transpose x{n_t} in {n_blocks} MLLA block(s): at most one MatMul-operand transpose each")
-        if n_t:
-            by_name = dict(self.mlla_nodes)
-            for name, op in self.mlla_nodes:
-                if op == "Transpose" and not self._feeds_matmul(name):
-                    bad.append(f"Transpose {name} does not feed a MatMul (layout transpose)")
-            del by_name
+        """Broken rules, empty when clean. Inside MLLA: no Cos, Sin, Shape-derived op (Shape, Size, Range,
+        ConstantOfShape), complex op or Einsum; no Transpose except a single MatMul operand transpose per
+        block (``kv = v @ k^T``), which ONNX Runtime fuses into FusedMatMul(transB=1) and OpenVINO into
+        MatMul(transpose_b=true); in an OpenVINO IR, no Transpose left inside MLLA at all."""
+        bad = [f"{op} x{n} inside MLLA" for op, n in sorted(self.mlla_ops.items()) if op in MLLA_FORBIDDEN]
+        for blk, ts in sorted(self.mlla_transposes.items()):
+            if len(ts) > 1:
+                bad.append(f"{blk}: {len(ts)} Transposes (at most one MatMul operand transpose per block)")
+            bad += [f"{name}: layout Transpose (does not feed a MatMul's second input)" for name, ok in ts if not ok]
+        if self.openvino_mlla_ops:
+            bad += [f"OpenVINO IR: {op} x{n} inside MLLA" for op, n in sorted(self.openvino_mlla_ops.items())
+                    if op == "Transpose" or op in MLLA_FORBIDDEN]  # fmt: skip
         return bad
-
-    def _feeds_matmul(self, node_name: str) -> bool:
-        return node_name in self._transpose_to_matmul
-
-    _transpose_to_matmul: set = field(default_factory=set)
 
     def table(self) -> str:
         """Markdown table: op type, count in the whole graph, count inside MLLA."""
@@ -472,13 +483,14 @@ def op_types(path: str | os.PathLike) -> Counter:
     raise ModelFileError(f"op_types() reads .onnx or OpenVINO .xml files, got {path.name!r}")
 
 
-def op_audit(path: str | os.PathLike, mlla_scope: str | None = None) -> OpAudit:
-    """Audit an exported ONNX graph: op types, and the nodes inside MLLA blocks by node-name scope.
+def op_audit(path: str | os.PathLike, openvino: str | os.PathLike | None = None) -> OpAudit:
+    """Audit an exported ONNX graph (and its OpenVINO IR): op types, and the nodes inside MLLA blocks.
 
-    The TorchScript exporter names nodes after module paths (``/model.10/m/m.0/qk/Conv``); a node
-    is inside an MLLA block when its scope contains ``m/m.<i>/`` under a C2MLLA (or ``mlla_scope``,
-    a regex, matches its name). For an OpenVINO IR beside it (same stem, ``.xml``), ``openvino_ops``
-    lists the IR's op types.
+    The TorchScript exporter names nodes after module paths (``/model.10/m/m.0/qk/Conv``); a
+    node is inside an MLLA block when its name starts with a block's scope, a scope being any
+    that owns a ``cpe1`` child (both forms of the block have one). OpenVINO keeps ONNX node names
+    as friendly names, so the IR is audited the same way. ``openvino`` defaults to the ``.xml``
+    with the same stem beside ``path`` (or inside ``<stem>_openvino_model/``) when there is one.
 
     Example:
         >>> a = op_audit("best.onnx")  # doctest: +SKIP
@@ -491,30 +503,47 @@ def op_audit(path: str | os.PathLike, mlla_scope: str | None = None) -> OpAudit:
     if not path.is_file() or path.suffix != ".onnx":
         raise MissingFileError(f"op_audit() needs an existing .onnx file, got {path}")
     graph = onnx.load(str(path), load_external_data=False).graph
-    scope = re.compile(mlla_scope) if mlla_scope else None
     audit = OpAudit(path=path)
-    consumers: dict[str, list] = {}
+    consumers: dict[str, list[tuple[object, int]]] = {}
     for node in graph.node:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
+        for idx, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, idx))
     scopes = _block_scopes([n.name for n in graph.node])
     blocks = set()
     for node in graph.node:
         audit.ops[node.op_type] += 1
-        if scope is not None:
-            hit = scope.search(node.name)
-            blk = hit.group(0) if hit else None
-        else:
-            blk = next((s for s in scopes if node.name.startswith(s + "/")), None)
+        blk = next((s for s in scopes if node.name.startswith(s + "/")), None)
         if blk is None:
             continue
         blocks.add(blk)
         audit.mlla_ops[node.op_type] += 1
         audit.mlla_nodes.append((node.name, node.op_type))
-        if node.op_type == "Transpose" and all(c.op_type == "MatMul" for o in node.output for c in consumers.get(o, [])):
-            audit._transpose_to_matmul.add(node.name)
+        if node.op_type == "Transpose":
+            uses = [u for o in node.output for u in consumers.get(o, [])]
+            ok = bool(uses) and all(n.op_type == "MatMul" and idx == 1 for n, idx in uses)
+            audit.mlla_transposes.setdefault(blk, []).append((node.name, ok))
     audit.mlla_blocks = sorted(blocks)
-    xml = path.with_suffix(".xml")
-    if xml.is_file():
-        audit.openvino_ops = op_types(xml)
+    if openvino is None:
+        for cand in (path.with_suffix(".xml"), path.parent / f"{path.stem}_openvino_model" / f"{path.stem}.xml"):
+            if cand.is_file():
+                openvino = cand
+                break
+    if openvino is not None:
+        _audit_openvino(audit, Path(openvino), scopes)
     return audit
+
+
+def _audit_openvino(audit: OpAudit, xml: Path, scopes: list[str]) -> None:
+    import openvino as ov
+
+    if not xml.is_file():
+        raise MissingFileError(f"OpenVINO IR not found: {xml}")
+    model = ov.Core().read_model(str(xml))
+    audit.openvino_ops, audit.openvino_mlla_ops, audit.openvino_matmul_transpose_b = Counter(), Counter(), 0
+    for op in model.get_ops():
+        kind, name = op.get_type_name(), op.get_friendly_name()
+        audit.openvino_ops[kind] += 1
+        if kind != "Constant" and any(name.startswith(s + "/") for s in scopes):
+            audit.openvino_mlla_ops[kind] += 1
+            if kind == "MatMul" and op.get_attributes().get("transpose_b"):
+                audit.openvino_matmul_transpose_b += 1

@@ -32,7 +32,7 @@ from edge_mlla.errors import ConfigError, InputTypeError  # noqa: E402
 LOGGER = logging.getLogger("edge_mlla")
 M = TypeVar("M", bound=nn.Module)
 
-__all__ = ["reparameterize", "bind", "deploy_blocks", "is_reparameterized", "normalize_imgsz"]
+__all__ = ["reparameterize", "bind", "deploy_blocks", "fuse_conv_bn", "is_reparameterized", "normalize_imgsz"]
 
 
 def _unwrap(model: object) -> nn.Module:
@@ -68,7 +68,7 @@ def _swap_children(module: nn.Module) -> int:
     return count
 
 
-def _fuse_conv_bn(module: nn.Module) -> None:
+def fuse_conv_bn(module: nn.Module) -> None:
     """Ultralytics' Conv+BN fusion: the model's own ``fuse()`` when it has one, else the same per-module steps."""
     fuse = getattr(module, "fuse", None)
     if callable(fuse) and hasattr(module, "is_fused"):  # an Ultralytics BaseModel
@@ -131,7 +131,7 @@ def reparameterize(model: M, inplace: bool = False, fuse: bool = True) -> M:
     n = _swap_children(inner)
     with torch.no_grad():
         if fuse:
-            _fuse_conv_bn(inner)
+            fuse_conv_bn(inner)
     inner.eval()
     LOGGER.debug("re-parameterized %d module(s) in %s", n, type(inner).__name__)
     return model
