@@ -73,6 +73,7 @@ def quantize(
     *,
     scope: str | Sequence[str] | ScopePolicy | None = None,
     method: str = "minmax",
+    activations: str = "auto",
     fast_bias_correction: bool = False,
     every: int | None = None,
     val_split: str = "val",
@@ -99,6 +100,7 @@ def quantize(
         scope: ignored-scope groups kept in float (``"head,kv_matmul,z"`` default, ``"all"``, ``"none"``,
             or a list from :data:`GROUPS`).
         method: ONNX Runtime calibration method: ``minmax``, ``entropy`` or ``percentile``.
+        activations: ONNX Runtime activation type: ``uint8`` (U8S8), ``int8`` (S8S8) or ``auto`` (uint8 on x86).
         fast_bias_correction: NNCF's fast bias correction (off by default: more accurate, slower).
         every: video sources: take every ``every``-th frame.
         val_split, val_limit: split and number of images for the accuracy report.
@@ -179,7 +181,7 @@ def quantize(
         else:
             from edge_mlla.quantize.onnxruntime_int8 import quantize_onnxruntime
 
-            details = quantize_onnxruntime(src, cal, out, policy, method=method)
+            details = quantize_onnxruntime(src, cal, out, policy, method=method, activations=activations)
     details["seconds"] = round(time.perf_counter() - t0, 1)
     LOGGER.info("INT8 model written: %s (%.1f s)", out, details["seconds"])
 
@@ -275,15 +277,26 @@ def _accuracy_control_data(val: Any, split: str, limit: int | None, hw: tuple[in
     return samples, fn
 
 
+class _QuietFilter(logging.Filter):
+    """Drops ONNX Runtime's per-channel "Increased scale[i] for weight ..." INFO lines (logged on the root logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO and str(record.msg).startswith("Increased scale["))
+
+
 class _quiet_nncf:
-    """NNCF logs every skipped quantizer at INFO; keep it at WARNING unless edge_mlla is at DEBUG."""
+    """NNCF logs every skipped quantizer at INFO and ORT one line per weight channel; keep both quiet unless
+    edge_mlla is at DEBUG."""
 
     def __enter__(self) -> None:
         self._lg = logging.getLogger("nncf")
         self._old = self._lg.level
+        self._filter = _QuietFilter()
         if not LOGGER.isEnabledFor(logging.DEBUG):
             self._lg.setLevel(logging.WARNING)
+            logging.getLogger().addFilter(self._filter)
 
     def __exit__(self, *exc: object) -> None:
         self._lg.setLevel(self._old)
+        logging.getLogger().removeFilter(self._filter)
 
