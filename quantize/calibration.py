@@ -125,7 +125,8 @@ def _from_files(files: list[Path], subset_size: int, what: str) -> tuple[list[Pa
     from edge_mlla.detector import as_bgr
 
     order = _pick(len(files), subset_size)
-    rest = [i for i in range(len(files)) if i not in set(order)]
+    chosen = set(order)
+    rest = [i for i in range(len(files)) if i not in chosen]  # replacements for corrupt picks
     good: list[Path] = []
     skipped: list[tuple[str, str]] = []
     try:

@@ -313,3 +313,16 @@ def test_python_m_entry_point():
 
     r = subprocess.run([sys.executable, "-m", "edge_mlla.quantize", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--calib" in r.stdout and "--max-drop" in r.stdout
+
+
+def test_accuracy_control_runs_with_our_metric(fp_xml, calib_dir, tiny_data, tmp_path):
+    """--max-drop wiring: NNCF accuracy control scored by edge_mlla.eval (a loose bound keeps it to one pass)."""
+    from edge_mlla.quantize import quantize
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        r = quantize(fp_xml, calib=calib_dir, backend="openvino", subset_size=4, max_drop=0.5, val=tiny_data,
+                     output=tmp_path, latency_runs=0, fast_bias_correction=True)  # fmt: skip
+    assert r.details["accuracy_control"] is True and r.details["max_drop"] == 0.5
+    assert r.fp32.map50_95 is not None and r.map_drop is not None and r.map_drop <= 0.5
+    assert Path(r.output).is_file() and r.int8.precision == "int8"
