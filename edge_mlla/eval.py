@@ -225,6 +225,37 @@ def score(predict: Callable[[Path], Any], samples: Sequence[Sample], names: dict
     return acc.compute(names)
 
 
+def _multi_label(det: Any, conf: float, iou: float, max_det: int) -> Callable[[Path], Any]:
+    """``predict(path)`` with Ultralytics validation's multi-label decode: every (box, class) pair scoring above
+    ``conf`` is a candidate, then class-aware NMS. Detector loads the model and runs it; the letterbox, NMS and
+    box scaling are :mod:`edge_mlla.ops`' own. (Detector's decode keeps the best class per box, as predict does.)"""
+    from edge_mlla.detector import as_bgr
+    from edge_mlla.ops import MAX_NMS, nms, preprocess, scale_boxes, xywh2xyxy
+    from edge_mlla.results import Detections
+
+    nc = len(det.names)
+
+    def predict(path: Path) -> Detections:
+        x, metas = preprocess([as_bgr(path)], det.imgsz, det.stride, batch_size=det.batch)
+        out = np.asarray(det.backend.infer(x)[0])[0]
+        if out.shape[0] == 4 + nc and out.shape[1] != 4 + nc:
+            out = out.T  # (4 + nc, anchors) -> (anchors, 4 + nc)
+        elif out.shape[1] != 4 + nc:
+            return det(path)  # end-to-end (already decoded) output: nothing to decode differently
+        i, j = np.nonzero(out[:, 4:] > conf)
+        score = out[i, 4 + j]
+        if len(score) > MAX_NMS:
+            top = np.argsort(-score, kind="stable")[:MAX_NMS]
+            i, j, score = i[top], j[top], score[top]
+        boxes = xywh2xyxy(out[i, :4])
+        keep = nms(boxes, score, iou, class_id=j, max_det=max_det)
+        boxes = scale_boxes(boxes[keep], metas[0])
+        return Detections(np.ascontiguousarray(boxes, np.float32), score[keep].astype(np.float32),
+                          j[keep].astype(np.int64), names=det.names)  # fmt: skip
+
+    return predict
+
+
 def evaluate(
     model: str | os.PathLike,
     data: str | os.PathLike = "bccd",
@@ -237,6 +268,7 @@ def evaluate(
     max_det: int = 300,
     limit: int | None = None,
     progress: bool = True,
+    multi_label: bool = True,
     **backend_options: Any,
 ) -> dict[str, Any]:
     """mAP50-95 and mAP50 of a model file on a YOLO dataset split, through :class:`edge_mlla.Detector`.
@@ -248,6 +280,8 @@ def evaluate(
         backend, precision, imgsz, **backend_options: passed to Detector (precision is always reported).
         conf, iou, max_det: Ultralytics' validation defaults.
         limit: evaluate only the first ``limit`` images.
+        multi_label: decode every class above ``conf`` per box, as Ultralytics' validator does (default); False
+            scores Detector's own output (best class per box, as in prediction).
 
     Returns:
         dict with ``mAP50-95``, ``mAP50``, ``per_class``, ``images``, ``instances``, ``model``, ``backend``,
@@ -265,11 +299,12 @@ def evaluate(
     det = Detector(model, backend=backend, precision=precision, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz,
                    **backend_options)  # fmt: skip
     try:
-        res = score(det, samples, det.names or names, progress=progress)
+        predict = _multi_label(det, conf, iou, max_det) if multi_label else det
+        res = score(predict, samples, det.names or names, progress=progress)
     finally:
         det.close()
     res.update(model=str(model), backend=det.backend.name, precision=det.precision, imgsz=list(det.imgsz),
-               data=str(data), split=split, conf=conf, iou=iou)  # fmt: skip
+               data=str(data), split=split, conf=conf, iou=iou, multi_label=multi_label)  # fmt: skip
     LOGGER.info("eval %s (%s/%s, %s): mAP50-95 %.4f, mAP50 %.4f on %d images", Path(model).name, det.backend.name,
                 det.precision, det.imgsz, res["mAP50-95"], res["mAP50"], res["images"])  # fmt: skip
     return res
