@@ -125,6 +125,8 @@ def quantize(
     # ---- validate everything before any slow work
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    from edge_mlla.metadata import parse_metadata
+
     policy = ScopePolicy.parse(scope)
     src_path = resolve_source(model)
     src = inspect_source(src_path)
@@ -134,6 +136,10 @@ def quantize(
     if backend == "onnxruntime" and src.format != "onnx":
         raise ModelFileError(f"backend 'onnxruntime' needs an .onnx model, got {src_path.name!r}; "
                              "quantize the .onnx export, or use backend='openvino'")  # fmt: skip
+    src_precision = str(parse_metadata(src.metadata).precision or "fp32").lower()
+    if backend == "onnxruntime" and src_precision in ("fp16", "f16"):
+        raise ModelFileError(f"{src_path.name} is an fp16 export; ONNX Runtime quantizes float32 graphs: "
+                             "quantize the FP32 export (export without --half)")  # fmt: skip
     if max_drop is not None:
         if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not 0 < float(max_drop) < 1:
             raise ConfigError(f"max_drop is an absolute mAP50-95 drop in (0, 1), e.g. 0.01; got {max_drop!r}")
@@ -147,8 +153,6 @@ def quantize(
         resolve_data(val)  # MissingFileError now, not after calibration
     if latency_runs < 0:
         raise ConfigError(f"latency_runs must be >= 0, got {latency_runs}")
-    from edge_mlla.metadata import parse_metadata
-
     info = parse_metadata(src.metadata)
     want = _hw(imgsz)
     if src.static_hw is not None:

@@ -126,10 +126,17 @@ def _save(qmodel: Any, output: Path, metadata: dict[str, str]) -> None:
     for k, v in metadata.items():
         qmodel.set_rt_info(v, ["model_info", k])
 
+    # metadata.yaml is where Ultralytics' AutoBackend looks; never overwrite the one of another model in that folder
+    others = [p for p in output.parent.glob("*.xml") if p.name != output.name]
+    if others:
+        LOGGER.info("not writing metadata.yaml: %s also holds %s (the metadata is in the IR's rt_info)",
+                    output.parent, others[0].name)  # fmt: skip
+
     def write(tmp: Path) -> None:
         ov.save_model(qmodel, str(tmp), compress_to_fp16=False)
-        with open(tmp.parent / "metadata.yaml", "w", encoding="utf-8") as f:  # where Ultralytics' AutoBackend looks
-            yaml.safe_dump(dict(metadata), f, sort_keys=False, allow_unicode=True)
+        if not others:
+            with open(tmp.parent / "metadata.yaml", "w", encoding="utf-8") as f:
+                yaml.safe_dump(dict(metadata), f, sort_keys=False, allow_unicode=True)
 
     try:
         atomic_write(output, write, companions=(".bin",), extras=("metadata.yaml",))
