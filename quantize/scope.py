@@ -15,7 +15,8 @@ each rule group collects node names:
     except those in the ``z`` group.
 ``z``
     the MLLA normaliser ``z = 1 / (q . mean(k) + eps)``: a reciprocal (``Reciprocal``, ``Div(c, x)``,
-    ``Pow(x, -1)``), the ``+eps`` Add and activation MatMul before it, and the Mul that applies it.
+    ``Pow(x, -1)``), the ``+eps`` Add and the dot product before it (an activation MatMul in the deploy form,
+    ``ReduceSum(q * mean(k))`` in the training form), and the Mul that applies it.
 ``rope``
     the RoPE multiplies: Mul nodes by a non-scalar constant table on the activation path into an attention
     MatMul (no weighted op in between), plus the Sub/Add/Concat that combine them.
@@ -278,23 +279,37 @@ def _is_reciprocal(n: Node) -> bool:
     return False
 
 
+def _is_dot_product(g: Graph, n: Node) -> bool:
+    """An activation x activation MatMul, or a ReduceSum/ReduceMean of an activation x activation Mul
+    (the training form computes ``q . mean(k)`` that way)."""
+    if n.type == "MatMul":
+        return len(n.act_inputs()) >= 2
+    if n.type in ("ReduceSum", "ReduceMean") and len(n.act_inputs()) == 1:
+        p = g.nodes[n.act_inputs()[0]]
+        return p.type == "Mul" and len(p.act_inputs()) == 2
+    return False
+
+
 def z_normaliser(g: Graph) -> set[str]:
     """Reciprocals of an attention product (``1 / (q . mean(k) + eps)``), their eps Add, MatMul and consumer Mul."""
     out = set()
     for r in g.nodes.values():
         if not _is_reciprocal(r):
             continue
-        chain, cur = [r.name], r
-        for _ in range(3):  # Reciprocal <- Add(eps) <- MatMul
+        chain, cur, dot = [r.name], r, False
+        for _ in range(3):  # Reciprocal <- Add(eps) <- (MatMul | ReduceSum(Mul(a, b)))
             acts = cur.act_inputs()
             if len(acts) != 1:
                 break
             cur = g.nodes[acts[0]]
             chain.append(cur.name)
-            if cur.type == "MatMul" and len(cur.act_inputs()) >= 2:
+            dot = _is_dot_product(g, cur)
+            if dot:
                 break
-        if not (cur.type == "MatMul" and len(cur.act_inputs()) >= 2):
+        if not dot:
             continue
+        if cur.type != "MatMul":
+            chain.append(cur.act_inputs()[0])  # the elementwise product under the reduction
         out.update(chain)
         out.update(c for c in g.consumers.get(r.name, []) if g.nodes[c].type == "Mul")
     return out

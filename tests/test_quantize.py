@@ -326,3 +326,22 @@ def test_accuracy_control_runs_with_our_metric(fp_xml, calib_dir, tiny_data, tmp
     assert r.details["accuracy_control"] is True and r.details["max_drop"] == 0.5
     assert r.fp32.map50_95 is not None and r.map_drop is not None and r.map_drop <= 0.5
     assert Path(r.output).is_file() and r.int8.precision == "int8"
+
+
+def test_scope_on_ultralytics_own_export(trained_pt, tmp_path):
+    """Ultralytics' exporter keeps the training-form MLLA (z as ReduceSum of a product): same groups found."""
+    from edge_mlla._env import setup_offline
+
+    setup_offline()
+    import edge_mlla.nn  # noqa: F401  registers C2MLLA for unpickling
+    from ultralytics import YOLO
+
+    from edge_mlla.quantize.scope import GROUPS, ScopePolicy, read_graph
+
+    pt = tmp_path / trained_pt.name
+    shutil.copy(trained_pt, pt)
+    onnx_path = YOLO(str(pt)).export(format="onnx", imgsz=160, simplify=False)
+    groups = ScopePolicy(GROUPS).select_groups(read_graph(onnx_path))
+    g = read_graph(onnx_path)
+    assert all(groups[k] for k in GROUPS), {k: len(v) for k, v in groups.items()}
+    assert {g.nodes[n].type for n in groups["z"]} >= {"Reciprocal", "ReduceSum", "Add", "Mul"}
