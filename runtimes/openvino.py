@@ -155,10 +155,7 @@ class OpenVINOBackend(AsyncBackend):
         self.path = path
         self.device = device
         self.hint = hint_key
-        try:
-            self.precision = normalize_precision(str(self._compiled.get_property("INFERENCE_PRECISION_HINT")))
-        except Exception:  # AUTO/MULTI do not expose it
-            self.precision = prec
+        self.precision = self._compiled_precision(prec)
         self._inputs = [_spec(p) for p in self._compiled.inputs]
         self._outputs = [_spec(p) for p in self._compiled.outputs]
         if len(self._inputs) != 1:
@@ -167,6 +164,17 @@ class OpenVINOBackend(AsyncBackend):
         self._jobs = jobs
         self._queue: Any = None
         self._queue_lock = threading.Lock()
+
+    def _compiled_precision(self, asked: str) -> str:
+        """The precision the compiled model reports; a device that quietly ignored the hint is an error."""
+        try:
+            got = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+            got = normalize_precision(got.get_type_name() if hasattr(got, "get_type_name") else str(got))
+        except Exception:  # AUTO/MULTI/NPU do not expose it: report what was asked
+            return asked
+        if got != asked:
+            raise ConfigError(f"openvino compiled the model in {got} on {self.device}, not the requested {asked}; use precision={got!r}")
+        return got
 
     @property
     def inputs(self) -> list[TensorSpec]:

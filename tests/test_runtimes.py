@@ -1,0 +1,251 @@
+"""Backends: registry and availability, explicit precision, IO description, async = sync, CUDA provider logic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_mlla.errors import BackendUnavailableError, ConfigError, ModelFileError, ShapeError
+from edge_mlla.runtimes import AsyncBackend, Backend, TensorSpec, available, backends, get_backend, register, select_backend
+from edge_mlla.runtimes import normalize_precision, unregister
+from edge_mlla.runtimes.cuda import CUDA_EP, TRT_EP, parse_device, select_providers
+
+CPU_EP = "CPUExecutionProvider"
+HAS_CUDA = available()["cuda"].available
+
+
+@pytest.fixture(scope="module")
+def batch(val_images):
+    import cv2
+
+    from edge_mlla.ops import preprocess
+
+    x, _ = preprocess([cv2.imread(str(val_images[0]))], 320)
+    return x
+
+
+def test_available_reports_every_backend_and_why_not():
+    status = available()
+    assert {"openvino", "onnxruntime", "cuda", "torch"} <= set(status)
+    assert status["openvino"].available and status["onnxruntime"].available and status["torch"].available
+    for s in status.values():
+        assert s.available == (s.reason == ""), s
+        assert str(s).startswith(s.name)
+    if not HAS_CUDA:
+        assert "CUDA" in status["cuda"].reason  # names the missing provider or device
+
+
+def test_registry_makes_a_new_backend_one_class():
+    @register
+    class Missing(Backend):
+        name, suffixes = "needs-a-package", (".fancy",)
+
+        @classmethod
+        def check(cls):
+            return "fancyrt is not installed; pip install fancyrt"
+
+        def __init__(self, path, device=None, precision=None, **options):  # pragma: no cover - never loadable
+            raise AssertionError
+
+        inputs = outputs = property(lambda self: [])
+
+        def infer(self, batch):  # pragma: no cover
+            return []
+
+    try:
+        assert "needs-a-package" in backends() and not available(refresh=True)["needs-a-package"].available
+        with pytest.raises(BackendUnavailableError, match="fancyrt is not installed"):
+            select_backend("m.fancy")
+        with pytest.raises(BackendUnavailableError, match="pip install fancyrt"):
+            select_backend("m.fancy", "needs-a-package")
+    finally:
+        unregister("needs-a-package")
+        available(refresh=True)
+
+
+def test_select_backend_by_suffix_and_name(tmp_path):
+    assert select_backend("m.xml").name == "openvino"
+    assert select_backend("m.onnx").name == ("cuda" if HAS_CUDA else "onnxruntime")
+    assert select_backend("m.onnx", "openvino").name == "openvino"
+    assert select_backend("m.pt").name == "torch"
+    with pytest.raises(ModelFileError, match=r"no backend loads \.tflite"):
+        select_backend("m.tflite")
+    with pytest.raises(ModelFileError, match="loads .pt files, not .onnx"):
+        select_backend("m.onnx", "torch")
+    with pytest.raises(ConfigError, match="known backends: cuda, onnxruntime, openvino, torch"):
+        get_backend("tensorflow")
+    if not HAS_CUDA:
+        with pytest.raises(BackendUnavailableError, match=CUDA_EP):
+            select_backend("m.onnx", "cuda")
+
+
+def test_precision_names():
+    assert [normalize_precision(p) for p in ("FP32", "half", "bfloat16", "int8", None)] == ["f32", "f16", "bf16", "int8", None]
+    with pytest.raises(ConfigError, match="expected one of f32, bf16, f16, int8"):
+        normalize_precision("fp8")
+
+
+# ------------------------------------------------------------------------------------------ openvino
+def test_openvino_precision_is_explicit(exported, batch):
+    from edge_mlla.runtimes.openvino import OpenVINOBackend
+
+    xml = exported("openvino")
+    be = OpenVINOBackend(xml)
+    assert be.precision == "f32" and be.device == "CPU"
+    assert be._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"  # asked for, not the CPU default
+    import openvino as ov
+
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if "BF16" in caps:
+        assert OpenVINOBackend(xml, precision="bf16").precision == "bf16"
+    else:
+        with pytest.raises(ConfigError, match="cannot run bf16"):
+            OpenVINOBackend(xml, precision="bf16")
+    with pytest.raises(ConfigError, match="int8"):
+        OpenVINOBackend(xml, precision="int8")
+    with pytest.raises(ConfigError, match="hint"):
+        OpenVINOBackend(xml, hint="fastest")
+    with pytest.raises(ConfigError, match="device 'TPU'"):
+        OpenVINOBackend(xml, device="TPU")
+    if "GPU" not in ov.Core().available_devices:
+        with pytest.raises(BackendUnavailableError, match="GPU is not present; available: CPU"):
+            OpenVINOBackend(xml, device="GPU")
+
+
+def test_openvino_io_metadata_async(exported, batch):
+    from edge_mlla.runtimes.openvino import OpenVINOBackend
+
+    be = OpenVINOBackend(exported("openvino"), hint="throughput", jobs=2)
+    assert isinstance(be, AsyncBackend)
+    assert be.inputs == [TensorSpec(be.inputs[0].name, (1, 3, 320, 320), np.dtype(np.float32))]
+    assert be.outputs[0].shape == (1, 4 + 3, 2100)  # 40*40 + 20*20 + 10*10 anchors at 320
+    assert be.metadata["names"] and "edge_mlla" in be.metadata
+    ref = be.infer(batch)[0]
+    futs = [be.submit(batch) for _ in range(4)]
+    for f in futs:
+        np.testing.assert_array_equal(f.result()[0], ref)
+    with pytest.raises(ShapeError, match=r"expects shape \(1, 3, 320, 320\), got \(1, 3, 64, 64\)"):
+        be.infer(np.zeros((1, 3, 64, 64), np.float32))
+    be.close()
+
+
+# ------------------------------------------------------------------------------------------ onnxruntime
+def test_onnxruntime_options_precision_async(exported, batch):
+    from edge_mlla.runtimes.onnxruntime import OnnxRuntimeBackend
+
+    onnx = exported("onnx")
+    be = OnnxRuntimeBackend(onnx, threads=1, graph_optimization="basic", workers=2)
+    assert be.providers == [CPU_EP] and be.precision == "f32" and be.device == "cpu"
+    assert be.inputs[0].shape == (1, 3, 320, 320) and be.outputs[0].shape == (1, 7, 2100)
+    ref = be.infer(batch)[0]
+    for f in [be.submit(batch) for _ in range(3)]:
+        np.testing.assert_array_equal(f.result()[0], ref)
+    full = OnnxRuntimeBackend(onnx).infer(batch)[0]
+    np.testing.assert_allclose(full, ref, atol=1e-3)  # optimization level changes fusions, not results
+    with pytest.raises(ConfigError, match="graph_optimization 'max'"):
+        OnnxRuntimeBackend(onnx, graph_optimization="max")
+    with pytest.raises(ConfigError, match="exported in \\(f32\\), not f16"):
+        OnnxRuntimeBackend(onnx, precision="fp16")
+    with pytest.raises(ConfigError, match="cpu"):
+        OnnxRuntimeBackend(onnx, device="cuda")
+    with pytest.raises(ConfigError, match="unknown options"):
+        OnnxRuntimeBackend(onnx, trt=True)
+
+
+def test_wrong_model_files(tmp_path):
+    from edge_mlla.runtimes.onnxruntime import OnnxRuntimeBackend
+    from edge_mlla.runtimes.openvino import OpenVINOBackend
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("not a model")
+    with pytest.raises(ModelFileError, match="onnxruntime could not load"):
+        OnnxRuntimeBackend(junk)
+    xml = tmp_path / "junk.xml"
+    xml.write_text("<net/>")
+    with pytest.raises(ModelFileError, match="openvino could not read"):
+        OpenVINOBackend(xml)
+
+
+# ------------------------------------------------------------------------------------------ torch
+def test_torch_backend_matches_export(trained_pt, exported, batch):
+    from edge_mlla.runtimes.onnxruntime import OnnxRuntimeBackend
+    from edge_mlla.runtimes.torch import TorchBackend
+
+    be = TorchBackend(trained_pt)
+    assert be.reparameterized and be.precision == "f32" and be.device == "cpu"
+    assert "RBC" in be.metadata["names"]
+    out = be.infer(batch)[0]
+    ref = OnnxRuntimeBackend(exported("onnx")).infer(batch)[0]
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out[:, 4:], ref[:, 4:], atol=1e-4)  # class scores
+    np.testing.assert_allclose(out[:, :4], ref[:, :4], atol=0.05)  # boxes, input pixels
+    with pytest.raises(ConfigError, match="f16"):
+        TorchBackend(trained_pt, precision="f16")  # fp16 is CUDA-only
+
+
+# ------------------------------------------------------------------------------------------ cuda (CPU-checkable)
+def test_cuda_provider_selection():
+    both = [TRT_EP, CUDA_EP, CPU_EP]
+    assert [n for n, _ in select_providers([CUDA_EP, CPU_EP])] == [CUDA_EP]
+    assert [n for n, _ in select_providers(both)] == [TRT_EP, CUDA_EP]
+    assert [n for n, _ in select_providers(both, tensorrt=False)] == [CUDA_EP]
+    trt, cuda = select_providers(both, "cuda:1", "fp16", engine_cache="/tmp/engines")
+    assert trt[1]["device_id"] == cuda[1]["device_id"] == 1
+    assert trt[1]["trt_fp16_enable"] and not trt[1]["trt_int8_enable"]
+    assert trt[1]["trt_engine_cache_enable"] and trt[1]["trt_engine_cache_path"] == "/tmp/engines"
+    trt, _ = select_providers(both, precision="int8", file_precision="int8")
+    assert trt[1]["trt_int8_enable"]
+    assert select_providers([CUDA_EP], precision="f16", file_precision="f16")[0][0] == CUDA_EP  # fp16 export on CUDA EP
+
+
+@pytest.mark.parametrize(
+    "providers, kwargs, error, message",
+    [
+        ([CPU_EP], {}, BackendUnavailableError, f"no {CUDA_EP} \\(installed providers: {CPU_EP}\\)"),
+        ([CUDA_EP, CPU_EP], {"tensorrt": True}, BackendUnavailableError, f"no {TRT_EP} \\(installed providers: {CUDA_EP}, {CPU_EP}\\)"),
+        ([CUDA_EP, CPU_EP], {"precision": "f16"}, ConfigError, "needs an fp16 export"),
+        ([CUDA_EP, CPU_EP], {"precision": "int8", "file_precision": "int8"}, ConfigError, f"INT8 on CUDA needs the {TRT_EP}"),
+        ([TRT_EP, CUDA_EP], {"precision": "int8"}, ConfigError, "needs an INT8 QDQ model"),
+        ([TRT_EP, CUDA_EP], {"precision": "bf16"}, ConfigError, "bf16 is not offered"),
+        ([CUDA_EP], {"device": "cuda:x"}, ConfigError, "'cuda:x' is not understood"),
+    ],
+)
+def test_cuda_provider_errors_list_what_is_available(providers, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        select_providers(providers, **kwargs)
+
+
+def test_cuda_parse_device():
+    assert [parse_device(d) for d in (None, "cuda", "cuda:2", 3, "GPU:1")] == [0, 0, 2, 3, 1]
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="checks the CPU-only build")
+def test_cuda_backend_refuses_cpu_fallback(exported, monkeypatch):
+    """Even when the package claims a CUDA provider, a session that ends up on the CPU is an error."""
+    import onnxruntime as ort
+
+    from edge_mlla.runtimes.cuda import CudaBackend
+
+    onnx = exported("onnx")
+    with pytest.raises(BackendUnavailableError, match=f"no {CUDA_EP}"):
+        CudaBackend(onnx)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA_EP, CPU_EP])
+    with pytest.warns(UserWarning):  # onnxruntime's own warning, then our error instead of its CPU fallback
+        with pytest.raises(BackendUnavailableError, match=f"did not start {CUDA_EP} \\(session runs on {CPU_EP}\\)"):
+            CudaBackend(onnx)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason=available()["cuda"].reason or "no CUDA")
+def test_cuda_backend_on_gpu(exported, batch):
+    from edge_mlla.runtimes.cuda import CudaBackend
+    from edge_mlla.runtimes.onnxruntime import OnnxRuntimeBackend
+
+    onnx = exported("onnx")
+    ref = OnnxRuntimeBackend(onnx).infer(batch)[0]
+    be = CudaBackend(onnx, tensorrt=False)
+    assert be.providers[0] == CUDA_EP and be.inputs[0].shape == (1, 3, 320, 320)
+    out = be.infer(batch)[0]
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out[:, 4:], ref[:, 4:], atol=1e-3)
+    np.testing.assert_array_equal(be.submit(batch).result()[0], out)
