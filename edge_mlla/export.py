@@ -72,7 +72,6 @@ def load_detector(checkpoint: object):
     """
     import edge_mlla.nn  # noqa: F401  registers C2MLLA so our checkpoints unpickle
     import torch
-    from torch import nn
 
     if isinstance(checkpoint, (str, os.PathLike)):
         path = Path(checkpoint)
@@ -84,19 +83,18 @@ def load_detector(checkpoint: object):
 
         try:
             model, _ = load_checkpoint(str(path), device="cpu", fuse=False)
-        except (TypeError, RuntimeError, EOFError, ValueError, KeyError, AttributeError, ModuleNotFoundError) as e:
-            raise ModelFileError(f"{path} is not a loadable Ultralytics checkpoint: {type(e).__name__}: {e}") from e
-        except Exception as e:  # pickle errors and friends from a damaged file
+        except Exception as e:  # TypeError/RuntimeError/EOFError/UnpicklingError/...: all mean "cannot read it"
             raise ModelFileError(f"{path} is not a loadable Ultralytics checkpoint: {type(e).__name__}: {e}") from e
         where = str(path)
     else:
-        inner = getattr(checkpoint, "model", None) if not isinstance(checkpoint, nn.Module) or hasattr(
-            checkpoint, "predictor"
-        ) else checkpoint
-        if not isinstance(inner, nn.Module):
+        from edge_mlla.reparam import _unwrap
+
+        try:
+            inner = _unwrap(checkpoint)
+        except InputTypeError:
             raise InputTypeError(
                 f"export() takes a .pt path, an Ultralytics YOLO or a DetectionModel, got {type(checkpoint).__name__}"
-            )
+            ) from None
         model, where = copy.deepcopy(inner).float(), type(checkpoint).__name__
     _check_detector(model, where)
     return model.float().eval().to(torch.device("cpu"))

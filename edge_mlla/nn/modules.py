@@ -331,9 +331,10 @@ class MLLABlockDeploy(nn.Module):
 
     RoPE tables are constants bound to a feature size (:meth:`bind`); a call at another size uses
     tables for that size (computed once and cached), so eager use stays correct on any input. With
-    ``dynamic = True`` the tables and reshape sizes come from the input's shape instead, which adds
-    Shape, Gather, Range, Cos, Sin, Cast, Concat/Unsqueeze and a few arithmetic nodes per block to an
-    exported graph.
+    ``dynamic = True`` the tables and reshape sizes come from the input's shape instead; measured on a
+    YOLO11n-MLLA export (TorchScript exporter, opset 17, onnxslim) that adds 37 nodes per block
+    (62 -> 99): Shape 1, Gather 2, Range 2, Cast 3, Cos 1, Sin 1, Neg 1, Unsqueeze 6, Concat 8,
+    Mul 6, Div 2, Add 2 and 2 Reshapes whose sizes are computed at run time.
 
     Example:
         >>> import torch
