@@ -208,15 +208,26 @@ def ov_runner(core, ov_model, x: torch.Tensor, precision: str, threads: int):
     return run, compiled
 
 
-def interleaved(runners: dict[str, object], warmup: int, reps: int, rounds: int = 3) -> dict[str, float]:
-    """Median over ``rounds`` round-robin passes of per-pass medians (so background load hits all alike)."""
+def interleaved(runners: dict[str, object], warmup: int, reps: int) -> dict[str, list[float]]:
+    """Per-run latencies (ms), runs interleaved one by one across forms so background load hits them alike."""
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn()
     acc: dict[str, list[float]] = {k: [] for k in runners}
-    for k, fn in runners.items():
-        _median_ms(fn, warmup, 1)
-    for _ in range(rounds):
+    for _ in range(reps):
         for k, fn in runners.items():
-            acc[k].append(_median_ms(fn, 1, max(reps // rounds, 1)))
-    return {k: statistics.median(v) for k, v in acc.items()}
+            t0 = time.perf_counter()
+            fn()
+            acc[k].append((time.perf_counter() - t0) * 1e3)
+    return acc
+
+
+def med(samples: dict[str, list[float]]) -> dict[str, float]:
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def low(samples: dict[str, list[float]]) -> dict[str, float]:
+    return {k: min(v) for k, v in samples.items()}
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -229,8 +240,8 @@ def bench_blocks(sizes, channels, threads, warmup, reps, tmp: Path) -> list[dict
         for s in sizes:
             forms = make_forms(c, s, s)
             xs = {f: block_input(f, c, s, s) for f in FORMS}
-            tr = interleaved({f: torch_runner(forms[f], xs[f]) for f in FORMS}, warmup, reps)
-            ovr = interleaved(
+            tr = med(interleaved({f: torch_runner(forms[f], xs[f]) for f in FORMS}, warmup, reps))
+            ovs = interleaved(
                 {
                     f: ov_runner(core, to_openvino(forms[f], xs[f], tmp, f"{f}_{c}_{s}"), xs[f], "f32", threads)[0]
                     for f in FORMS
@@ -238,7 +249,16 @@ def bench_blocks(sizes, channels, threads, warmup, reps, tmp: Path) -> list[dict
                 warmup,
                 reps,
             )
-            rows.append({"C": c, "hw": f"{s}x{s}", **{f"torch_{f}": tr[f] for f in FORMS}, **{f"ov_{f}": ovr[f] for f in FORMS}})
+            ovr, ovmin = med(ovs), low(ovs)
+            rows.append(
+                {
+                    "C": c,
+                    "hw": f"{s}x{s}",
+                    **{f"torch_{f}": tr[f] for f in FORMS},
+                    **{f"ov_{f}": ovr[f] for f in FORMS},
+                    **{f"ovmin_{f}": ovmin[f] for f in FORMS},
+                }
+            )
             LOGGER.info("C=%d %dx%d torch %s | ov %s", c, s, s, _fmt(tr), _fmt(ovr))
     return rows
 
@@ -255,12 +275,13 @@ def bench_models(imgszs, threads, warmup, reps, tmp: Path, ckpt: Path | None) ->
             for mod in m.modules():
                 if type(mod).__name__ == "Detect":
                     mod.export, mod.format, mod.shape = True, "onnx", None
-        tr = interleaved({k: torch_runner(m, x) for k, m in models.items()}, warmup, reps)
+        tr = med(interleaved({k: torch_runner(m, x) for k, m in models.items()}, warmup, reps))
         ov_models = {k: to_openvino(m, x, tmp, f"model_{k}_{imgsz}") for k, m in models.items()}
         row = {"imgsz": imgsz, **{f"torch_{k}": v for k, v in tr.items()}}
         for prec in ("f32", "bf16"):
-            r = interleaved({k: ov_runner(core, om, x, prec, threads)[0] for k, om in ov_models.items()}, warmup, reps)
-            row.update({f"ov_{prec}_{k}": v for k, v in r.items()})
+            samples = interleaved({k: ov_runner(core, om, x, prec, threads)[0] for k, om in ov_models.items()}, warmup, reps)
+            row.update({f"ov_{prec}_{k}": v for k, v in med(samples).items()})
+            row.update({f"ovmin_{prec}_{k}": v for k, v in low(samples).items()})
         rows.append(row)
         LOGGER.info("imgsz %d: %s", imgsz, {k: round(v, 2) for k, v in row.items() if k != "imgsz"})
     return rows
@@ -308,14 +329,16 @@ def _fmt(d: dict[str, float]) -> str:
 def block_table(rows: list[dict]) -> str:
     head = (
         "| C | HxW | torch token | torch train | torch deploy | OV f32 token | OV f32 train | OV f32 deploy "
-        "| OV deploy vs train | OV deploy vs token |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| OV deploy vs train | OV deploy vs token | OV min: token / train / deploy |"
+        "\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     )
     lines = [head]
     for r in rows:
         lines.append(
             f"| {r['C']} | {r['hw']} | {r['torch_token']:.2f} | {r['torch_train']:.2f} | {r['torch_deploy']:.2f} "
             f"| {r['ov_token']:.2f} | {r['ov_train']:.2f} | {r['ov_deploy']:.2f} "
-            f"| {r['ov_train'] / r['ov_deploy']:.2f}x | {r['ov_token'] / r['ov_deploy']:.2f}x |"
+            f"| {r['ov_train'] / r['ov_deploy']:.2f}x | {r['ov_token'] / r['ov_deploy']:.2f}x "
+            f"| {r['ovmin_token']:.2f} / {r['ovmin_train']:.2f} / {r['ovmin_deploy']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -323,14 +346,15 @@ def block_table(rows: list[dict]) -> str:
 def model_table(rows: list[dict]) -> str:
     keys = ("stock", "token", "train", "deploy")
     lines = [
-        "| imgsz | runtime | stock YOLO11n | MLLA token | MLLA train | MLLA deploy | deploy / stock |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| imgsz | runtime | stock YOLO11n | MLLA token | MLLA train | MLLA deploy | deploy / stock | min: stock / deploy |",
+        "|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         for rt, pre in (("torch f32", "torch_"), ("OV f32", "ov_f32_"), ("OV bf16 hint", "ov_bf16_")):
             v = [r[pre + k] for k in keys]
+            mins = f"{r['ovmin' + pre[2:] + 'stock']:.2f} / {r['ovmin' + pre[2:] + 'deploy']:.2f}" if pre != "torch_" else ""
             lines.append(
-                f"| {r['imgsz']} | {rt} | " + " | ".join(f"{x:.2f}" for x in v) + f" | {v[3] / v[0]:.2f}x |"
+                f"| {r['imgsz']} | {rt} | " + " | ".join(f"{x:.2f}" for x in v) + f" | {v[3] / v[0]:.2f}x | {mins} |"
             )
     return "\n".join(lines)
 
@@ -367,6 +391,20 @@ def plot(rows: list[dict], mrows: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def bf16_note() -> str:
+    """Whether OpenVINO honours a bf16 hint here (it silently runs f32 on CPUs without bf16 support)."""
+    import openvino as ov
+
+    core = ov.Core()
+    x = torch.randn(1, 8, 4, 4)
+    with tempfile.TemporaryDirectory() as tmp:
+        om = to_openvino(nn.Conv2d(8, 8, 1), x, Path(tmp), "probe")
+        got = core.compile_model(om, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"}).get_property("INFERENCE_PRECISION_HINT")
+    caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    got = got.get_type_name() if hasattr(got, "get_type_name") else str(got)
+    return f"bf16 hint -> compiled precision {got} (CPU capabilities: {', '.join(caps)})"
 
 
 def conditions(threads: int) -> str:
@@ -415,7 +453,11 @@ def main(argv: list[str] | None = None) -> int:
         src = args.ckpt if args.ckpt.is_file() else "yolo11n-mlla.yaml (untrained, BN stats randomized)"
         print(f"\n## Whole model (batch 1, median ms; MLLA model: {src})\n")
         print(model_table(mrows))
-    print(f"\nConditions: {conditions(args.threads)}")
+    print(f"\nConditions: {conditions(args.threads)}. {bf16_note()}.")
+    print(
+        "Latency: median of interleaved single runs (forms alternate run by run) after warm-up; "
+        f"{args.reps} runs per block form, {max(args.reps // 2, 9)} per whole model; 'min' = fastest run."
+    )
     plot(rows, mrows, args.png)
     print(f"\nPlot: {args.png}")
     return 0
