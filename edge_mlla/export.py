@@ -379,6 +379,7 @@ def _to_openvino(onnx_path: Path, xml: Path, metadata: dict[str, str], half: boo
 
     try:
         ov_model = ov.convert_model(str(onnx_path))
+        _keep_z_in_fp32(ov_model)
         for k, v in metadata.items():
             ov_model.set_rt_info(v, ["model_info", k])
         xml.parent.mkdir(parents=True, exist_ok=True)
@@ -387,6 +388,20 @@ def _to_openvino(onnx_path: Path, xml: Path, metadata: dict[str, str], half: boo
         raise ExportError(f"OpenVINO conversion failed: {type(e).__name__}: {e}") from e
     with open(xml.parent / "metadata.yaml", "w", encoding="utf-8") as f:
         yaml.safe_dump(dict(metadata), f, sort_keys=False, allow_unicode=True)
+
+
+def _keep_z_in_fp32(ov_model) -> int:
+    """Mark the MLLA ``z`` nodes (``/z/`` scope) precise (``disable_fp16_compression``): OpenVINO then keeps
+    them in float32 under ``compress_to_fp16`` and under bf16/f16 inference precision on CPU
+    (https://github.com/openvinotoolkit/openvino/pull/21440). From Python the attribute is set as the
+    string key ``precise_0`` (https://github.com/openvinotoolkit/openvino/pull/20625); OpenVINO 2026
+    serializes it as ``DisablePrecisionConversion``. Returns the number of nodes marked."""
+    n = 0
+    for op in ov_model.get_ops():
+        if "/z/" in op.get_friendly_name():
+            op.get_rt_info()["precise_0"] = ""
+            n += 1
+    return n
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

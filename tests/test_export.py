@@ -210,6 +210,10 @@ def test_openvino_ir_metadata_ops_and_equality(made, ckpts):
     assert a.openvino_matmul_transpose_b == 1 and a.mlla_violations() == []
     assert op_types(xml)["Transpose"] == a.openvino_ops["Transpose"] == 1  # the DFL head's, outside MLLA
 
+    z = [op for op in model.get_ops() if "/z/" in op.get_friendly_name()]
+    assert len(z) == 4  # MatMul, Add(eps), Reciprocal, Mul: kept float32 under bf16/f16 precision hints
+    assert all("DisablePrecisionConversion_0" in op.get_rt_info() for op in z)
+
     x = torch.rand(1, 3, IMGSZ, IMGSZ)
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     out = compiled([x.numpy()])[0]
