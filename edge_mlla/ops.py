@@ -31,7 +31,6 @@ from edge_mlla.results import Detections
 
 PAD_VALUE = 114  # Ultralytics' letterbox grey
 MAX_NMS = 30000  # candidates kept for NMS per image, as Ultralytics
-_NMS_BLOCK = 512  # boxes resolved together in one vectorized NMS block
 
 
 @dataclass(frozen=True)
@@ -133,10 +132,11 @@ def preprocess(
     h, w = boxed[0][0].shape[:2]
     batch = np.empty((n, 3, h, w), np.float32)
     for i, (img, _) in enumerate(boxed):
-        # blobFromImage: channel swap, HWC->CHW and scaling in one C++ pass
-        batch[i] = cv2.dnn.blobFromImage(img, 1 / 255.0, swapRB=not rgb)[0]
+        chw = img.transpose(2, 0, 1)
+        batch[i] = chw if rgb else chw[::-1]  # HWC -> CHW, BGR -> RGB, uint8 -> float32 in one copy
     if n > len(boxed):
-        batch[len(boxed) :] = PAD_VALUE / 255.0
+        batch[len(boxed) :] = PAD_VALUE
+    batch *= np.float32(1 / 255.0)
     return batch, [b[1] for b in boxed]
 
 
@@ -167,16 +167,19 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     Example:
         >>> import numpy as np
-        >>> box_iou(np.array([[0, 0, 2, 2]]), np.array([[1, 0, 3, 2], [5, 5, 6, 6]])).round(3).tolist()
+        >>> box_iou(np.array([[0, 0, 2, 2]]), np.array([[1, 0, 3, 2], [5, 5, 6, 6]])).astype(float).round(3).tolist()
         [[0.333, 0.0]]
     """
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clip(0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    ax1, ay1, ax2, ay2 = (a[:, k, None] for k in range(4))  # (n, 1) columns: 2-D broadcasting, no (n, m, 2) temporaries
+    bx1, by1, bx2, by2 = (b[None, :, k] for k in range(4))
+    iw = np.minimum(ax2, bx2) - np.maximum(ax1, bx1)
+    np.maximum(iw, 0, out=iw)
+    ih = np.minimum(ay2, by2) - np.maximum(ay1, by1)
+    np.maximum(ih, 0, out=ih)
+    inter = iw * ih
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
     return inter / np.maximum(union, np.finfo(np.float32).tiny)
 
 
@@ -190,9 +193,10 @@ def nms(
     """Greedy non-maximum suppression; returns kept indices, highest score first.
 
     Class-aware when ``class_id`` is given (boxes of different classes never suppress each other).
-    Exactly the greedy result of ``torchvision.ops.nms`` (a box is dropped when its IoU with a kept,
-    higher-scoring box is ``> iou``), computed blockwise with matrix operations: the Python loop runs
-    once per block of 512 candidates and per suppression-chain depth inside a block, never per box.
+    Exactly the result of ``torchvision.ops.nms`` / ``batched_nms``: a box is dropped when its IoU with
+    a kept, higher-scoring box is ``> iou``. One vectorized step per *kept* box suppresses everything
+    it overlaps among the lower-scoring candidates at once (no step per candidate), so the work is
+    kept x candidates, never the full candidate x candidate matrix; it stops at ``max_det`` kept boxes.
 
     Example:
         >>> import numpy as np
@@ -205,45 +209,33 @@ def nms(
     n = len(boxes)
     if n == 0:
         return np.zeros(0, np.int64)
-    order = np.argsort(-scores, kind="stable")
-    boxes = np.asarray(boxes, np.float32)[order]
-    cls = None if class_id is None else np.asarray(class_id)[order]
-    kept: list[np.ndarray] = []  # kept positions (in sorted order), block by block
-    n_kept = 0
-    limit = n if max_det is None else max_det
-    for start in range(0, n, _NMS_BLOCK):
-        blk = slice(start, min(start + _NMS_BLOCK, n))
-        bb = boxes[blk]
-        alive = np.ones(len(bb), bool)
-        if n_kept:  # suppression by boxes kept in earlier blocks
-            prev = np.concatenate(kept)
-            over = box_iou(boxes[prev], bb) > iou
-            if cls is not None:
-                over &= cls[prev][:, None] == cls[blk][None, :]
-            alive &= ~over.any(0)
-        idx = np.flatnonzero(alive)
-        if len(idx):
-            sub = bb[idx]
-            over = np.triu(box_iou(sub, sub) > iou, 1)  # over[i, j]: higher-scoring i would drop j
-            if cls is not None:
-                c = cls[blk][idx]
-                over &= c[:, None] == c[None, :]
-            # Greedy NMS as a fixed point: keep[j] = no kept i < j overlaps j. Iterating from "keep all"
-            # settles one more position of every suppression chain per pass (a DAG, so it terminates).
-            keep = np.ones(len(idx), bool)
-            if over.any():
-                for _ in range(len(idx)):
-                    new = ~(over & keep[:, None]).any(0)
-                    if np.array_equal(new, keep):
-                        break
-                    keep = new
-            sel = idx[keep] + start
-            kept.append(sel)
-            n_kept += len(sel)
-        if n_kept >= limit:
+    limit = n if max_det is None else int(max_det)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    b = np.asarray(boxes, np.float32)[order]
+    c = None if class_id is None else np.asarray(class_id)[order]
+    x1, y1, x2, y2 = (np.ascontiguousarray(b[:, k]) for k in range(4))
+    area = (x2 - x1) * (y2 - y1)
+    alive = np.ones(n, bool)
+    tiny = np.finfo(np.float32).tiny
+    keep = [0]
+    i = 0
+    while len(keep) < limit and i + 1 < n:
+        j = i + 1  # only lower-scoring boxes (views, no gathers) can be suppressed by box i
+        iw = np.minimum(x2[i], x2[j:]) - np.maximum(x1[i], x1[j:])
+        ih = np.minimum(y2[i], y2[j:]) - np.maximum(y1[i], y1[j:])
+        np.maximum(iw, 0, out=iw)
+        np.maximum(ih, 0, out=ih)
+        inter = iw * ih
+        ok = inter / np.maximum(area[i] + area[j:] - inter, tiny) <= iou
+        if c is not None:  # class-aware: other classes are never suppressed (exact, no coordinate offsets)
+            ok |= c[j:] != c[i]
+        alive[j:] &= ok
+        nxt = j + int(alive[j:].argmax())
+        if not alive[nxt]:
             break
-    out = np.concatenate(kept) if kept else np.zeros(0, np.int64)
-    return order[out[:limit]]
+        keep.append(nxt)
+        i = nxt
+    return order[np.asarray(keep, np.int64)]
 
 
 def _split_output(output: np.ndarray, nc: int | None) -> tuple[np.ndarray, bool]:
