@@ -118,6 +118,8 @@ def reparameterize(model: M, inplace: bool = False, fuse: bool = True) -> M:
             model = copy.copy(model)  # shallow YOLO copy that owns the converted module
             object.__setattr__(model, "_modules", dict(model._modules))
             model.model = new_inner
+            if hasattr(model, "predictor"):
+                model.predictor = None  # a cached predictor holds the old module; let Ultralytics rebuild it
             inner = new_inner
     inner.eval()
     fn = getattr(inner, "reparameterize", None)

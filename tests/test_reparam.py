@@ -170,8 +170,11 @@ def test_walker_on_yolo_object_and_stock_model(tmp_path):
     ckpt = tmp_path / "stock.pt"
     save_checkpoint(stock, ckpt)
     yolo = YOLO(str(ckpt))
+    sentinel = object()
+    yolo.predictor = sentinel  # a predictor cached on the source must not leak into the copy
     out = reparameterize(yolo)
     assert type(out).__name__ == "YOLO" and out.model is not yolo.model
+    assert out.predictor is None and yolo.predictor is sentinel
     assert not any(hasattr(m, "bn") for m in out.model.modules())
     x = torch.rand(1, 3, 160, 160)
     with torch.no_grad():
