@@ -224,3 +224,20 @@ def test_imgsz_rule(bad):
 def test_imgsz_error_states_the_rule():
     with pytest.raises(ConfigError, match=r"multiple of the model's max stride 32 \(e\.g\. 352x320\)"):
         normalize_imgsz((330, 320))
+
+
+def test_bundled_weights_whole_model_equal(val_images):
+    from conftest import WEIGHTS
+
+    if not WEIGHTS.is_file():  # lands when the bundled training run finishes
+        pytest.skip(f"bundled weights not trained yet: {WEIGHTS}")
+    from edge_mlla.export import load_detector
+
+    train = load_detector(WEIGHTS)
+    dep = reparameterize(train)
+    for hw in ((640, 640), (384, 640)):
+        bind(dep, hw)
+        x = bccd_batch(val_images, *hw, n=1)
+        with torch.no_grad():
+            ref, out = train(x)[0], dep(x)[0]
+        assert (out - ref).abs().max().item() <= 1e-4 * ref.abs().max().item()
