@@ -130,7 +130,7 @@ class OpenVINOBackend(AsyncBackend):
         base = device.split(".")[0].split(":")[0]
         if base in ("CPU", "GPU", "NPU"):
             have = core.available_devices
-            if not any(d.split(".")[0] == base for d in have):
+            if not any(d.split(".")[0] == base for d in have) or ("." in device and device not in have):
                 raise BackendUnavailableError(f"openvino device {device} is not present; available: {', '.join(have)}")
             caps = core.get_property(device, "OPTIMIZATION_CAPABILITIES")
             need = _PRECISION_CAPS.get(prec)
