@@ -186,7 +186,7 @@ class StreamRunner:
         with self._cond:
             while not self._slot and not self._ended and not self._stop.is_set():
                 self._cond.wait(0.1)
-            if not self._slot:
+            if not self._slot or self._stop.is_set():
                 return None
             item = self._slot.popleft()
             self._cond.notify_all()

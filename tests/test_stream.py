@@ -95,7 +95,7 @@ def test_stop_ends_iteration():
         seen += 1
         if seen == 5:
             runner.stop()
-    assert 5 <= seen <= 7  # the frames already in flight still come out
+    assert 5 <= seen <= 7  # only the frames already in flight (max_inflight=2) still come out
 
 
 def test_video_file_with_real_detector(tmp_path, trained_pt, exported, val_images):
