@@ -215,6 +215,9 @@ class BackendStatus:
     reason: str
     suffixes: tuple[str, ...]
 
+    def __bool__(self) -> bool:
+        return self.available
+
     def __str__(self) -> str:
         return f"{self.name}: " + ("available" if self.available else f"unavailable ({self.reason})")
 
@@ -230,8 +233,10 @@ def available(refresh: bool = False) -> dict[str, BackendStatus]:
         >>> status = available()
         >>> sorted(status)  # doctest: +SKIP
         ['cuda', 'onnxruntime', 'openvino', 'torch']
+        >>> bool(status["onnxruntime"]), status["onnxruntime"].reason  # doctest: +SKIP
+        (True, '')
         >>> print(status["cuda"])  # doctest: +SKIP
-        cuda: unavailable (onnxruntime has no CUDAExecutionProvider (installed: CPUExecutionProvider); pip install onnxruntime-gpu)
+        cuda: unavailable (onnxruntime has no CUDAExecutionProvider (installed providers: CPUExecutionProvider); pip install onnxruntime-gpu)
     """
     if refresh:
         _STATUS_CACHE.clear()

@@ -29,7 +29,7 @@ def test_available_reports_every_backend_and_why_not():
     assert {"openvino", "onnxruntime", "cuda", "torch"} <= set(status)
     assert status["openvino"].available and status["onnxruntime"].available and status["torch"].available
     for s in status.values():
-        assert s.available == (s.reason == ""), s
+        assert s.available == (s.reason == "") == bool(s), s
         assert str(s).startswith(s.name)
     if not HAS_CUDA:
         assert "CUDA" in status["cuda"].reason  # names the missing provider or device
