@@ -5,9 +5,12 @@ For each available backend and input size: the model is exported once (edge_mlla
 * ``raw``: ``backend.infer(batch)`` on an already-preprocessed batch (the runtime alone);
 * ``e2e``: ``Detector(image)`` (letterbox + infer + decode/NMS) on the same image;
 * ``pre+post``: the SDK's own share inside those same e2e calls (``det.last_timing``);
-* ``ultralytics``: ``YOLO(same file).predict(image)`` at the same conf/iou/imgsz.
+* ``ultralytics``: ``YOLO(same file).predict(image)`` at the same conf/iou/imgsz (for ``.pt`` it runs
+  the training form on a minimum-rectangle input, e.g. 640x480 instead of 640x640).
 
-Raw and e2e runs are interleaved so background load hits both alike; medians are reported. Batch 1,
+Raw, e2e and Ultralytics runs are interleaved so background load hits all alike; medians are reported.
+"overhead in-call" is the SDK's pre+post time over the inference time within the same Detector calls,
+the number least affected by a noisy machine. Batch 1,
 one 640x480 BCCD image, f32 unless the row says otherwise. Not a test: run it by hand.
 
     .venv/bin/python benchmarks/bench_detector.py --weights edge_mlla/weights/yolo11n-mlla-bccd.pt
@@ -55,11 +58,22 @@ def bench_one(name: str, model: Path, imgsz: int, image: np.ndarray, runs: int, 
     kw = {"imgsz": imgsz} if name == "torch" else {}
     det = Detector(model, backend=name, conf=0.25, iou=0.45, **kw)
     batch, _ = preprocess([image], det.imgsz, det.stride, batch_size=det.batch)
+    yolo = None
+    if ul:
+        from ultralytics import YOLO
+
+        yolo = YOLO(str(model.parent if model.suffix == ".xml" else model), task="detect")
+
+    def ul_predict() -> None:
+        yolo.predict(image, imgsz=imgsz, conf=0.25, iou=0.45, verbose=False)
+
     for _ in range(warmup):
         det.backend.infer(batch)
         det(image)
-    raw, e2e, sdk, inf_in = [], [], [], []
-    for _ in range(runs):
+        if yolo is not None:
+            ul_predict()
+    raw, e2e, sdk, inf_in, ult = [], [], [], [], []
+    for _ in range(runs):  # interleaved, so background load hits all three alike
         t0 = time.perf_counter()
         det.backend.infer(batch)
         raw.append(time.perf_counter() - t0)
@@ -69,6 +83,10 @@ def bench_one(name: str, model: Path, imgsz: int, image: np.ndarray, runs: int, 
         t = det.last_timing
         sdk.append(t.preprocess + t.postprocess)
         inf_in.append(t.infer)
+        if yolo is not None:
+            t0 = time.perf_counter()
+            ul_predict()
+            ult.append(time.perf_counter() - t0)
     row = {
         "backend": name,
         "device": det.device,
@@ -79,24 +97,16 @@ def bench_one(name: str, model: Path, imgsz: int, image: np.ndarray, runs: int, 
         "sdk": _median_ms(sdk),
         "overhead": _median_ms(e2e) / _median_ms(raw) - 1,
         "overhead_in_call": statistics.median(s / i for s, i in zip(sdk, inf_in)),
-        "ul": None,
+        "ul": _median_ms(ult) if ult else None,
         "ul_prec": "",
     }
-    if ul:
-        from ultralytics import YOLO
-
-        yolo = YOLO(str(model.parent if model.suffix == ".xml" else model), task="detect")
-        for _ in range(warmup):
-            yolo.predict(image, imgsz=imgsz, conf=0.25, iou=0.45, verbose=False)
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            yolo.predict(image, imgsz=imgsz, conf=0.25, iou=0.45, verbose=False)
-            times.append(time.perf_counter() - t0)
-        row["ul"] = _median_ms(times)
-        row["ul_prec"] = _ultralytics_precision(yolo) if model.suffix == ".xml" else (
-            "f32" if name != "torch" else "f32 (training form)"
-        )
+    if yolo is not None:
+        if model.suffix == ".xml":
+            row["ul_prec"] = _ultralytics_precision(yolo)
+        elif name == "torch":  # Ultralytics letterboxes .pt input to the minimum rectangle (640x480 -> 640x480, not 640x640)
+            row["ul_prec"] = "f32, training form, rect input"
+        else:
+            row["ul_prec"] = "f32"
     det.close()
     return row
 
