@@ -107,7 +107,7 @@ def test_video_file_with_real_detector(tmp_path, trained_pt, exported, val_image
     for f in frames * 2:
         writer.write(f)
     writer.release()
-    det = Detector(exported("openvino"), conf=0.25)
+    det = Detector(exported("openvino"), conf=0.02)
     runner = StreamRunner(det, path)
     assert not runner.live and not runner.drop_stale
     results = list(runner)
