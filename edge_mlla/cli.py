@@ -85,8 +85,8 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 def _cmd_backends(a: argparse.Namespace) -> int:
     from edge_mlla.runtimes import available
 
-    for name, why in available().items():
-        print(f"{name:12s} {'ok' if why is True or why == 'ok' else why}")
+    for name, status in available().items():
+        print(f"{name:12s} {'available' if status else 'unavailable: ' + status.reason}")
     return 0
 
 

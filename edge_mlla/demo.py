@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             ("onnxruntime", onnx_path, None)]
     rows = []
     for backend, path, precision in runs:
-        if avail.get(backend) not in (True, "ok"):
-            print(f"skip {backend}: {avail.get(backend)}")
+        if not avail.get(backend):
+            print(f"skip {backend}: {avail[backend].reason if backend in avail else 'unknown backend'}")
             continue
         try:
             det = Detector(path, backend=backend, precision=precision)
