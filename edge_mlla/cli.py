@@ -66,7 +66,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         dets = det(f)
         counts: dict[str, int] = {}
         for name in dets.class_name:
-            counts[name] = counts.get(name, 0) + 1
+            counts[str(name)] = counts.get(str(name), 0) + 1
         print(f"{f}: {len(dets)} detections " + json.dumps(counts))
         if a.save:
             img = cv2.imread(str(f))

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=8, help="BCCD test images to run")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("nncf").setLevel(logging.WARNING)  # NNCF logs every skipped quantizer at INFO
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     data = load_data_yaml("bccd")
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 cv2.imwrite(str(out / p.name), d.draw(img))
                 per_class: dict[str, int] = {}
                 for name in d.class_name:
-                    per_class[name] = per_class.get(name, 0) + 1
+                    per_class[str(name)] = per_class.get(str(name), 0) + 1
                 print(f"{p.name}: {len(d)} cells {per_class}")
         label = f"{backend} {precision or ('int8' if path == int8_path else 'fp32')}"
         rows.append((label, statistics.median(times), sum(counts)))
