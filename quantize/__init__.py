@@ -147,10 +147,12 @@ def quantize(
             raise ConfigError("max_drop (accuracy control) is available with backend='openvino' only")
         if val is None:
             raise ConfigError("max_drop needs validation data: pass val= (a data.yaml or bundled dataset name)")
-    if val is not None:
-        from edge_mlla.data import resolve_data
+    if val is not None:  # MissingFileError / DatasetError now, not after calibration
+        from edge_mlla.data import load_data_yaml
+        from edge_mlla.errors import DatasetError
 
-        resolve_data(val)  # MissingFileError now, not after calibration
+        if val_split not in load_data_yaml(val):
+            raise DatasetError(f"validation data {val} has no {val_split!r} split")
     if latency_runs < 0:
         raise ConfigError(f"latency_runs must be >= 0, got {latency_runs}")
     info = parse_metadata(src.metadata)
