@@ -379,7 +379,7 @@ def plot(rows: list[dict], mrows: list[dict], path: Path) -> None:
     axes[0].legend()
     if mrows:
         keys = ("stock", "token", "train", "deploy")
-        labels = [f"{r['imgsz']} {p}" for r in mrows for p in ("f32", "bf16")]
+        labels = [f"{r['imgsz']} {p}" for r in mrows for p in ("f32", "bf16 hint")]
         xs = np.arange(len(labels))
         for i, k in enumerate(keys):
             vals = [r[f"ov_{p}_{k}"] for r in mrows for p in ("f32", "bf16")]
