@@ -7,9 +7,10 @@ Ultralytics, OpenVINO's converter or NNCF calls it first. It
   and analytics),
 * points ``YOLO_CONFIG_DIR`` and ``MPLCONFIGDIR`` at writable folders when they are
   unset or not writable,
-* puts a local TTF at ``$YOLO_CONFIG_DIR/Arial.ttf`` (and ``Arial.Unicode.ttf``) so
-  Ultralytics' ``check_font`` never downloads one (it runs on every train/val, even
-  offline),
+* puts a local TTF at ``$YOLO_CONFIG_DIR/Ultralytics/Arial.ttf`` (and ``Arial.Unicode.ttf``):
+  Ultralytics' settings dir is the ``Ultralytics`` sub-folder of ``YOLO_CONFIG_DIR``, and its
+  ``check_font`` downloads a font there on every train/val when none is found, even offline
+  (``YOLO_OFFLINE`` does not stop it: it calls ``is_url(check=True)``),
 * opts out of OpenVINO / NNCF telemetry (the consent file ``~/intel/openvino_telemetry``
   and ``NNCF_CI``), unless ``EDGE_MLLA_ALLOW_TELEMETRY=1``.
 
@@ -21,11 +22,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 LOGGER = logging.getLogger("edge_mlla")
-_DONE = False
+_DONE: Path | None = None
 
 
 def _writable_dir(candidate: Path) -> bool:
@@ -80,7 +82,7 @@ def _opt_out_telemetry() -> None:
 
 
 def setup_offline() -> Path:
-    """Make Ultralytics / OpenVINO / NNCF safe to use with no network; return the Ultralytics config dir.
+    """Make Ultralytics / OpenVINO / NNCF safe to use with no network; return Ultralytics' settings dir.
 
     Example:
         >>> from edge_mlla._env import setup_offline
@@ -89,21 +91,26 @@ def setup_offline() -> Path:
         True
     """
     global _DONE
-    cfg = Path(os.environ["YOLO_CONFIG_DIR"]) if _DONE else None
-    if cfg is not None and (cfg / "Arial.ttf").is_file():
-        return cfg
+    if _DONE and (_DONE / "Arial.ttf").is_file():
+        return _DONE
     os.environ["YOLO_OFFLINE"] = "1"
     base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
     cfg = _ensure_dir_var("YOLO_CONFIG_DIR", base / "edge_mlla" / "ultralytics")
     _ensure_dir_var("MPLCONFIGDIR", base / "edge_mlla" / "matplotlib")
+    ult_dirs = [cfg / "Ultralytics"]  # ultralytics.utils.get_user_config_dir(): $YOLO_CONFIG_DIR/Ultralytics
+    ult = sys.modules.get("ultralytics.utils")
+    if ult is not None and getattr(ult, "USER_CONFIG_DIR", None) is not None:  # imported before us: its own dir
+        ult_dirs.insert(0, Path(ult.USER_CONFIG_DIR))
     ttf = _find_ttf()
-    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
-        target = cfg / name
-        if not target.is_file():
-            if ttf is None:
-                LOGGER.warning("no local TTF font found; Ultralytics may try to download %s", name)
-                break
-            shutil.copyfile(ttf, target)
+    for d in ult_dirs:
+        d.mkdir(parents=True, exist_ok=True)
+        for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+            target = d / name
+            if not target.is_file():
+                if ttf is None:
+                    LOGGER.warning("no local TTF font found; Ultralytics may try to download %s", name)
+                    break
+                shutil.copyfile(ttf, target)
     _opt_out_telemetry()
-    _DONE = True
-    return cfg
+    _DONE = ult_dirs[0]
+    return ult_dirs[0]

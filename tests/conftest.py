@@ -74,7 +74,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory, trained_pt):
+def exported(tmp_path_factory):
     """``exported(fmt, imgsz=320, **kw) -> Path``: export the bundled model once per argument set."""
     cache: dict[tuple, Path] = {}
     base = tmp_path_factory.mktemp("exports")
@@ -82,7 +82,11 @@ def exported(tmp_path_factory, trained_pt):
     def get(fmt: str = "onnx", imgsz: int = 320, src: Path | None = None, **kw) -> Path:
         from edge_mlla.export import export
 
-        src = Path(src or trained_pt)
+        if src is None:
+            if not WEIGHTS.is_file():
+                pytest.fail(f"bundled weights missing: {WEIGHTS}")
+            src = WEIGHTS
+        src = Path(src)
         key = (fmt, imgsz, str(src), tuple(sorted(kw.items())))
         if key not in cache:
             out = base / f"m{len(cache)}"

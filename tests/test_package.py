@@ -48,7 +48,7 @@ def test_training_and_export_make_no_network_connection(tiny_data, tmp_path):
         attempts = []
         def refuse(kind):
             def f(*a, **k):
-                attempts.append([kind, repr(a[1:] if kind == "connect" else a)[:120]])
+                import traceback; attempts.append([kind, repr(a[1:] if kind == "connect" else a)[:120], "".join(traceback.format_stack(limit=40))])
                 raise OSError("network disabled by test")
             return f
         socket.socket.connect = refuse("connect")
@@ -66,7 +66,7 @@ def test_training_and_export_make_no_network_connection(tiny_data, tmp_path):
         print(json.dumps({{"attempts": attempts, "files": [str(onnx_path), str(xml_path)]}}))
         """
     )
-    assert res["attempts"] == [], res["attempts"]
+    assert res["attempts"] == [], "\n".join(a[2] for a in res["attempts"])
     assert all(Path(f).is_file() for f in res["files"])
 
 
