@@ -95,20 +95,25 @@ class Backend(ABC):
     def __init__(self, path: str | Path, device: str | None = None, precision: str | None = None, **options: Any) -> None:
         ...
 
-    @property
-    @abstractmethod
-    def inputs(self) -> list[TensorSpec]:
-        """The model's inputs."""
+    # Subclasses fill these in __init__; the properties below expose them read-only.
+    _inputs: list[TensorSpec]
+    _outputs: list[TensorSpec]
+    _metadata: dict[str, str]
 
     @property
-    @abstractmethod
+    def inputs(self) -> list[TensorSpec]:
+        """The model's inputs."""
+        return list(self._inputs)
+
+    @property
     def outputs(self) -> list[TensorSpec]:
         """The model's outputs."""
+        return list(self._outputs)
 
     @property
     def metadata(self) -> dict[str, str]:
         """The model file's own metadata (names, stride, imgsz, ...); empty if it has none."""
-        return {}
+        return dict(getattr(self, "_metadata", {}) or {})
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:

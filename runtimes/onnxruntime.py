@@ -100,18 +100,6 @@ class _OrtSession(AsyncBackend):
         self._pool: ThreadPoolExecutor | None = None
 
     @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return dict(self._metadata)
-
-    @property
     def providers(self) -> list[str]:
         """Execution providers the session actually uses, in priority order."""
         return list(self._session.get_providers())

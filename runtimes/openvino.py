@@ -176,18 +176,6 @@ class OpenVINOBackend(AsyncBackend):
             raise ConfigError(f"openvino compiled the model in {got} on {self.device}, not the requested {asked}; use precision={got!r}")
         return got
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return dict(self._metadata)
-
     def _request(self) -> Any:
         req = getattr(self._local, "request", None)
         if req is None:  # one infer request per thread: requests are not thread-safe, the compiled model is

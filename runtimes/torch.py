@@ -113,18 +113,6 @@ class TorchBackend(Backend):
         self._inputs = [TensorSpec("images", (None, 3, None, None), np.dtype(np.float32))]
         self._outputs = [TensorSpec("output0", (None, 4 + nc, None), np.dtype(np.float32))]
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return dict(self._metadata)
-
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         batch = self._check_batch(batch)
         torch = self._torch
