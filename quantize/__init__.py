@@ -283,11 +283,14 @@ def _accuracy_control_data(val: Any, split: str, limit: int | None, hw: tuple[in
     return samples, fn
 
 
+_ORT_CHATTER = ("Increased scale[", "Created a copy of bias input")
+
+
 class _QuietFilter(logging.Filter):
-    """Drops ONNX Runtime's per-channel "Increased scale[i] for weight ..." INFO lines (logged on the root logger)."""
+    """Drops ONNX Runtime's per-channel/per-bias quantizer INFO lines (logged on the root logger)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno <= logging.INFO and str(record.msg).startswith("Increased scale["))
+        return not (record.levelno <= logging.INFO and str(record.msg).startswith(_ORT_CHATTER))
 
 
 class _quiet_nncf:
