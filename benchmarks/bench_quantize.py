@@ -4,7 +4,7 @@ For a YOLO11n-MLLA checkpoint (default: the bundled BCCD model) at one input siz
 
 1. export FP32 ONNX and OpenVINO IR (edge_mlla.export);
 2. OpenVINO INT8 (NNCF, preset MIXED, full bias correction) for each ignored-scope variant of the ablation
-   (head only; head + each MLLA group; head + kv_matmul + z (our default); head + all MLLA groups), and ONNX
+   (head only; head + each MLLA group (head + z is our default); head + kv_matmul + z; head + all), and ONNX
    Runtime QDQ INT8 with the default scope;
 3. mAP50-95 / mAP50 of every model on BCCD val through edge_mlla.eval (Detector; OpenVINO at f32);
 4. latency (model only, batch 1, median of --runs after warm-up, fixed --threads) for OpenVINO f32 / bf16
@@ -39,10 +39,11 @@ ABLATION_FULL = {
     "head+z": "head,z",
     "head+rope": "head,rope",
     "head+residual": "head,residual",
-    "head+kv_matmul+z (default)": "head,kv_matmul,z",
+    "head+z (default)": "head,z",
+    "head+kv_matmul+z": "head,kv_matmul,z",
     "head+all MLLA": "head,kv_matmul,z,rope,residual",
 }
-ABLATION_SHORT = {k: ABLATION_FULL[k] for k in ("head", "head+kv_matmul+z (default)", "head+all MLLA")}
+ABLATION_SHORT = {k: ABLATION_FULL[k] for k in ("head", "head+z (default)", "head+all MLLA")}
 
 
 def _cpu() -> dict:

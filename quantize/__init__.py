@@ -97,8 +97,8 @@ def quantize(
             (``best_int8.onnx``, ``best_int8_openvino_model/best_int8.xml``).
         imgsz: input size; must equal the model's static input size (required for dynamic-size models
             without imgsz metadata).
-        scope: ignored-scope groups kept in float (``"head,kv_matmul,z"`` default, ``"all"``, ``"none"``,
-            or a list from :data:`GROUPS`).
+        scope: ignored-scope groups kept in float (``"head,z"`` default, ``"all"``, ``"none"``,
+            or a list from :data:`GROUPS`; see :mod:`edge_mlla.quantize.scope`).
         method: ONNX Runtime calibration method: ``minmax``, ``entropy`` or ``percentile``.
         activations: ONNX Runtime activation type: ``uint8`` (U8S8), ``int8`` (S8S8) or ``auto`` (uint8 on x86).
         fast_bias_correction: NNCF's fast bias correction (off by default: more accurate, slower).
