@@ -145,6 +145,8 @@ class Detector:
         imgsz: input (height, width) override for dynamic-size models (metadata otherwise).
         names: class names override (dict or list).
         agnostic: class-agnostic NMS.
+        multi_label, clip: ``multi_label=True, clip=False`` decodes as Ultralytics' validator does (every
+            class above ``conf`` per box, boxes not clipped): for mAP evaluation, not for prediction.
         **backend_options: passed to the backend (e.g. ``hint="throughput"`` for OpenVINO,
             ``threads=2`` for ONNX Runtime).
 
@@ -171,6 +173,8 @@ class Detector:
         imgsz: int | Sequence[int] | None = None,
         names: dict[int, str] | Sequence[str] | None = None,
         agnostic: bool = False,
+        multi_label: bool = False,
+        clip: bool = True,
         **backend_options: Any,
     ) -> None:
         from edge_mlla.runtimes import select_backend
@@ -185,7 +189,7 @@ class Detector:
         check_thresholds(conf, iou, max_det)
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
         self.classes = None if classes is None else [int(c) for c in classes]
-        self.agnostic = bool(agnostic)
+        self.agnostic, self.multi_label, self.clip = bool(agnostic), bool(multi_label), bool(clip)
         cls = select_backend(path, backend)
         self.backend = cls(path, device=device, precision=precision, **backend_options)
         self.info: ModelInfo = parse_metadata(self.backend.metadata)
@@ -292,7 +296,7 @@ class Detector:
     def _finish(self, outputs: list[np.ndarray], metas: list[LetterboxMeta]) -> list[Detections]:
         return postprocess(
             outputs[0], metas, self.conf, self.iou, self.max_det, self.classes, self.names, self.agnostic,
-            nc=len(self.names),
+            nc=len(self.names), multi_label=self.multi_label, clip=self.clip,
         )  # fmt: skip
 
     def predict(self, images: ImageLike | Sequence[ImageLike] | np.ndarray, rgb: bool = False) -> Detections | list[Detections]:

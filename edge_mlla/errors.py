@@ -62,7 +62,3 @@ class QuantizationError(EdgeMLLAError, RuntimeError):
 
 class CalibrationWarning(UserWarning):
     """Calibration went on with less than asked (fewer images than the subset size, skipped files)."""
-
-
-class OutputNotWritableError(EdgeMLLAError, PermissionError):
-    """An output path cannot be written (not a folder, no permission, read-only file system)."""

@@ -225,37 +225,6 @@ def score(predict: Callable[[Path], Any], samples: Sequence[Sample], names: dict
     return acc.compute(names)
 
 
-def _multi_label(det: Any, conf: float, iou: float, max_det: int) -> Callable[[Path], Any]:
-    """``predict(path)`` with Ultralytics validation's decode: every (box, class) pair scoring above ``conf`` is a
-    candidate, then class-aware NMS; boxes are not clipped to the image. Detector loads the model and runs it; the letterbox, NMS and
-    box scaling are :mod:`edge_mlla.ops`' own. (Detector's decode keeps the best class per box, as predict does.)"""
-    from edge_mlla.detector import as_bgr
-    from edge_mlla.ops import MAX_NMS, nms, preprocess, scale_boxes, xywh2xyxy
-    from edge_mlla.results import Detections
-
-    nc = len(det.names)
-
-    def predict(path: Path) -> Detections:
-        x, metas = preprocess([as_bgr(path)], det.imgsz, det.stride, batch_size=det.batch)
-        out = np.asarray(det.backend.infer(x)[0])[0]
-        if out.shape[0] == 4 + nc and out.shape[1] != 4 + nc:
-            out = out.T  # (4 + nc, anchors) -> (anchors, 4 + nc)
-        elif out.shape[1] != 4 + nc:
-            return det(path)  # end-to-end (already decoded) output: nothing to decode differently
-        i, j = np.nonzero(out[:, 4:] > conf)
-        score = out[i, 4 + j]
-        if len(score) > MAX_NMS:
-            top = np.argsort(-score, kind="stable")[:MAX_NMS]
-            i, j, score = i[top], j[top], score[top]
-        boxes = xywh2xyxy(out[i, :4])
-        keep = nms(boxes, score, iou, class_id=j, max_det=max_det)
-        boxes = scale_boxes(boxes[keep], metas[0], clip=False)  # Ultralytics validates unclipped boxes
-        return Detections(np.ascontiguousarray(boxes, np.float32), score[keep].astype(np.float32),
-                          j[keep].astype(np.int64), names=det.names)  # fmt: skip
-
-    return predict
-
-
 def evaluate(
     model: str | os.PathLike,
     data: str | os.PathLike = "bccd",
@@ -299,10 +268,9 @@ def evaluate(
         raise ConfigError(f"conf must be in [0, 1), got {conf}")
     samples, names = load_samples(data, split, limit)
     det = Detector(model, backend=backend, precision=precision, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz,
-                   **backend_options)  # fmt: skip
+                   multi_label=multi_label, clip=not multi_label, **backend_options)  # fmt: skip
     try:
-        predict = _multi_label(det, conf, iou, max_det) if multi_label else det
-        res = score(predict, samples, det.names or names, progress=progress)
+        res = score(det, samples, det.names or names, progress=progress)
     finally:
         det.close()
     res.update(model=str(model), backend=det.backend.name, precision=det.precision, imgsz=list(det.imgsz),

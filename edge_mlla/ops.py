@@ -307,6 +307,8 @@ def postprocess(
     names: dict[int, str] | None = None,
     agnostic: bool = False,
     nc: int | None = None,
+    multi_label: bool = False,
+    clip: bool = True,
 ) -> list[Detections]:
     """Decode a YOLO detect output into one :class:`Detections` per meta, in original-image pixels.
 
@@ -314,6 +316,9 @@ def postprocess(
     export), or (batch, n, 6) ``x1, y1, x2, y2, score, class`` from an end-to-end model. Rows past
     ``len(metas)`` (batch padding) are ignored. Matches Ultralytics' ``non_max_suppression``: best class
     per box, ``score > conf``, class-aware NMS with ``IoU > iou`` suppressed, at most ``max_det`` boxes.
+    ``multi_label=True, clip=False`` is Ultralytics' *validation* decode instead: every (box, class) pair
+    above ``conf`` is a candidate and boxes are not clipped to the image (what mAP must be scored on to
+    agree with ``YOLO(...).val``).
 
     Example:
         >>> import numpy as np
@@ -340,10 +345,14 @@ def postprocess(
             score, cls = score[idx], cls[idx]
         else:
             cls_scores = pred[:, 4:]
-            best = cls_scores.max(1)
-            cand = np.flatnonzero(best > conf)
-            cls = cls_scores[cand].argmax(1)
-            score = best[cand]
+            if multi_label:
+                cand, cls = np.nonzero(cls_scores > conf)
+                score = cls_scores[cand, cls]
+            else:
+                best = cls_scores.max(1)
+                cand = np.flatnonzero(best > conf)
+                cls = cls_scores[cand].argmax(1)
+                score = best[cand]
             if want is not None:
                 m = np.isin(cls, want)
                 cand, cls, score = cand[m], cls[m], score[m]
@@ -353,7 +362,7 @@ def postprocess(
             xyxy = xywh2xyxy(pred[cand, :4])
             keep = nms(xyxy, score, iou, None if agnostic else cls, max_det)
             xyxy, score, cls = xyxy[keep], score[keep], cls[keep]
-        scale_boxes(xyxy, meta)
+        xyxy = scale_boxes(xyxy, meta, clip=clip)
         results.append(
             Detections(
                 xyxy=np.ascontiguousarray(xyxy, np.float32),
