@@ -47,7 +47,8 @@ def _cmd_quantize(a: argparse.Namespace) -> int:
     from edge_mlla.quantize import quantize
 
     report = quantize(a.model, calib=a.calib, backend=a.backend, subset_size=a.subset_size, preset=a.preset,
-                      max_drop=a.max_drop, val=a.val, output=a.output, imgsz=a.imgsz)
+                      max_drop=a.max_drop, val=a.val, output=a.output, imgsz=a.imgsz, scope=a.scope,
+                      method=a.method, every=a.every, threads=a.threads, val_split=a.val_split)
     print(report.table() if hasattr(report, "table") else report)
     return 0
 
@@ -125,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["mixed", "performance"], default="mixed")
     p.add_argument("--max-drop", type=float, default=None, help="accuracy control: max mAP50-95 drop (needs --val)")
     p.add_argument("--val", default=None, help="data.yaml or bundled name for accuracy report/control")
+    p.add_argument("--val-split", default="val", help="split of --val to score")
+    p.add_argument("--scope", default=None,
+                   help="groups kept in float, comma-separated (e.g. 'head,z'; 'all' or 'none'); default: head,z")
+    p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax",
+                   help="ONNX Runtime calibration method")
+    p.add_argument("--every", type=int, default=None, help="video calibration: take every k-th frame")
+    p.add_argument("--threads", type=int, default=None, help="threads for the latency measurement")
     p.add_argument("--imgsz", type=int, default=None)
     p.add_argument("-o", "--output", default=None)
     p.set_defaults(fn=_cmd_quantize)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -34,13 +33,13 @@ from edge_mlla._env import setup_offline
 
 setup_offline()  # before anything imports Ultralytics / OpenVINO
 
+from edge_mlla._io import ensure_writable_dir
 from edge_mlla.errors import (  # noqa: E402
     ConfigError,
     ExportError,
     InputTypeError,
     MissingFileError,
     ModelFileError,
-    OutputNotWritableError,
 )
 
 LOGGER = logging.getLogger("edge_mlla")
@@ -137,16 +136,7 @@ def _output_dir(output: object, checkpoint: object) -> Path:
         base = Path(output)
     else:
         raise InputTypeError(f"output must be a folder path or None, got {type(output).__name__}")
-    if base.exists() and not base.is_dir():
-        raise OutputNotWritableError(f"output {base} exists and is not a folder")
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        probe = base / f".edge_mlla_probe_{uuid.uuid4().hex}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise OutputNotWritableError(f"output folder {base} is not writable: {e}") from e
-    return base
+    return ensure_writable_dir(base)
 
 
 # --------------------------------------------------------------------------------------------------- export

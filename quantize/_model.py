@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_mlla._io import ensure_writable_dir
 from edge_mlla.errors import MissingFileError, ModelFileError, OutputNotWritableError
 
 LOGGER = logging.getLogger("edge_mlla")
@@ -152,13 +153,7 @@ def resolve_output(output: str | os.PathLike | None, src: Path, backend: str) ->
             out = out / default_output(src, backend).name
     if out.resolve() == src.resolve():
         raise OutputNotWritableError(f"output {out} is the source model; choose another path")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        probe = out.parent / f".edge_mlla_probe_{uuid.uuid4().hex}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise OutputNotWritableError(f"output folder {out.parent} is not writable: {e}") from e
+    ensure_writable_dir(out.parent)
     return out
 
 
