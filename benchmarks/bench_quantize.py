@@ -36,7 +36,6 @@ LOGGER = logging.getLogger("bench_quantize")
 ABLATION_FULL = {
     "head": "head",
     "head+kv_matmul": "head,kv_matmul",
-    "head+z": "head,z",
     "head+rope": "head,rope",
     "head+residual": "head,residual",
     "head+z (default)": "head,z",
