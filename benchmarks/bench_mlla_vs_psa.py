@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--channels", type=int, nargs="+", default=[128, 256])
     ap.add_argument("--no-openvino", action="store_true")
     ap.add_argument("--png", default="benchmarks/mlla_vs_psa.png")
+    ap.add_argument("--max-attn-gb", type=float, default=4.0,
+                    help="skip PSA where its softmax attention matrix alone would exceed this many GB")
     args = ap.parse_args()
     from ultralytics.nn.modules.block import PSABlock
 
@@ -59,6 +61,12 @@ def main() -> None:
             x = torch.randn(1, c, s, s)
             row = {"C": c, "HxW": f"{s}x{s}", "pixels": s * s}
             for name, blk in blocks.items():
+                heads = getattr(getattr(blk, "attn", None), "num_heads", 1)
+                attn_gb = heads * (s * s) ** 2 * 4 / 1e9  # PSA's (heads, N, N) float32 attention matrix
+                if name == "PSABlock" and attn_gb > args.max_attn_gb:
+                    print(f"skip PSABlock C={c} {s}x{s}: its attention matrix needs {attn_gb:.1f} GB", flush=True)
+                    row[f"{name} torch"] = row[f"{name} OV f32"] = float("nan")
+                    continue
                 row[f"{name} torch"] = _median_ms(lambda b=blk: b(x))
                 if not args.no_openvino:
                     row[f"{name} OV f32"] = _median_ms(_ov_runner(blk, x))
