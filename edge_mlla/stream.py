@@ -5,7 +5,7 @@ RTSP/HTTP) it keeps only the newest frame: when inference is slower than the cam
 are dropped instead of queueing up, so results describe what is in front of the camera now, not
 seconds ago. For video files every frame is processed in order (nothing to fall behind), unless
 ``realtime=True`` replays the file at its own frame rate like a camera. Inference is asynchronous:
-up to ``max_inflight`` frames are in the backend at once (OpenVINO ``AsyncInferQueue``, ONNX Runtime
+up to ``max_inflight`` frames are in the backend at once (OpenVINO infer requests in a thread pool, ONNX Runtime
 pool) while the next frame is read and preprocessed; results come back in frame order.
 
 Example:

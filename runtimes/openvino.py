@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -189,25 +189,30 @@ class OpenVINOBackend(AsyncBackend):
         return [req.get_output_tensor(i).data.copy() for i in range(len(self._outputs))]
 
     def submit(self, batch: np.ndarray) -> Future:
+        # Async = a pool of threads, each with its own infer request (sync ``infer`` releases the GIL, so
+        # ``jobs`` requests really run in parallel). Not ``AsyncInferQueue`` with a Python callback: tearing
+        # that down hangs (main thread in ~CompiledModel -> ~CPUStreamsExecutor -> join while an OpenVINO
+        # thread waits for the GIL), seen here with OpenVINO 2026.4.1 and reported in
+        # https://github.com/ultralytics/ultralytics/issues/25923 (see also openvinotoolkit/openvino#37073).
         batch = self._check_batch(batch)
-        fut: Future = Future()
         with self._queue_lock:
+            if self._compiled is None:
+                raise ConfigError("this openvino backend is closed")
             if self._queue is None:
-                self._queue = self._ov.AsyncInferQueue(self._compiled, self._jobs or 0)
-                self._queue.set_callback(self._done)
-            self._queue.start_async({0: batch}, fut)
-        return fut
+                workers = self._jobs or self._optimal_requests()
+                self._queue = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge_mlla_ov")
+            return self._queue.submit(self.infer, batch)
 
-    def _done(self, request: Any, fut: Future) -> None:
+    def _optimal_requests(self) -> int:
         try:
-            fut.set_result([request.get_output_tensor(i).data.copy() for i in range(len(self._outputs))])
-        except Exception as e:  # pragma: no cover - runtime failure inside a callback
-            fut.set_exception(e)
+            return max(1, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        except Exception:  # devices that do not report it
+            return 2
 
     def close(self) -> None:
         with self._queue_lock:
             if self._queue is not None:
-                self._queue.wait_all()
+                self._queue.shutdown(wait=True)  # pool threads exit and drop their infer requests
                 self._queue = None
         self._local = threading.local()
         self._compiled = None
