@@ -34,6 +34,7 @@ from edge_mlla._env import setup_offline
 setup_offline()  # before anything imports Ultralytics / OpenVINO
 
 from edge_mlla._io import ensure_writable_dir
+from edge_mlla.metadata import attach_openvino_metadata, write_metadata_yaml
 from edge_mlla.errors import (  # noqa: E402
     ConfigError,
     ExportError,
@@ -365,19 +366,16 @@ def _toposort(graph) -> None:
 
 def _to_openvino(onnx_path: Path, xml: Path, metadata: dict[str, str], half: bool) -> None:
     import openvino as ov
-    import yaml
 
     try:
         ov_model = ov.convert_model(str(onnx_path))
         _keep_z_in_fp32(ov_model)
-        for k, v in metadata.items():
-            ov_model.set_rt_info(v, ["model_info", k])
+        attach_openvino_metadata(ov_model, metadata)
         xml.parent.mkdir(parents=True, exist_ok=True)
         ov.save_model(ov_model, str(xml), compress_to_fp16=half)
     except Exception as e:
         raise ExportError(f"OpenVINO conversion failed: {type(e).__name__}: {e}") from e
-    with open(xml.parent / "metadata.yaml", "w", encoding="utf-8") as f:
-        yaml.safe_dump(dict(metadata), f, sort_keys=False, allow_unicode=True)
+    write_metadata_yaml(xml.parent, metadata)
 
 
 def _keep_z_in_fp32(ov_model) -> int:

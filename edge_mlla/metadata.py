@@ -25,11 +25,15 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from edge_mlla.errors import ModelFileError
 
 NAMESPACE = "edge_mlla"
+_LOGGER = logging.getLogger("edge_mlla")
 
 
 @dataclass(frozen=True)
@@ -123,3 +127,50 @@ def parse_metadata(raw: dict[str, object]) -> ModelInfo:
         edge_mlla=dict(ours),
         raw={k: str(v) for k, v in raw.items()},
     )
+
+
+def read_openvino_metadata(model: Any, xml: Path | None = None) -> dict[str, str]:
+    """Metadata of an ``openvino.Model``: ``rt_info["model_info"]`` (our exporter and Ultralytics'), an ONNX
+    file's ``metadata_props`` (``rt_info["framework"]``), else ``metadata.yaml`` beside ``xml``. Duck-typed:
+    this module never imports OpenVINO."""
+    md: dict[str, str] = {}
+    # IR: rt_info["model_info"]; an ONNX file read by OpenVINO: its metadata_props land in rt_info["framework"]
+    for section in ("model_info", "framework"):
+        try:
+            if model.has_rt_info([section]):
+                info = model.get_rt_info([section])
+                for key, value in info.astype(dict).items():  # OVAny -> dict[str, OVAny]
+                    md[str(key)] = value.astype(str) if hasattr(value, "astype") else str(value)
+        except Exception as e:  # rt_info layout differs across OpenVINO versions: fall back to the yaml
+            _LOGGER.debug("no usable rt_info %s in %s: %s", section, xml, e)
+        if "names" in md:
+            break
+    yml = Path(xml).parent / "metadata.yaml" if xml is not None else None
+    if "names" not in md and yml is not None and yml.is_file():  # Ultralytics' IR keeps names/stride/imgsz only in metadata.yaml
+        import yaml
+
+        data = yaml.safe_load(yml.read_text()) or {}
+        md |= {str(k): (v if isinstance(v, str) else repr(v) if not isinstance(v, (int, float)) else str(v)) for k, v in data.items()}
+        if isinstance(data.get("names"), dict):
+            md["names"] = repr({int(k): str(v) for k, v in data["names"].items()})
+        if isinstance(data.get("imgsz"), list):
+            md["imgsz"] = repr([int(v) for v in data["imgsz"]])
+    if "names" not in md and md.get("labels"):  # OpenVINO Model API convention: space-separated labels
+        md["names"] = repr(dict(enumerate(md["labels"].split())))
+    return md
+
+
+def attach_openvino_metadata(model: Any, metadata: dict[str, str]) -> None:
+    """Store ``metadata`` in an ``openvino.Model``'s ``rt_info["model_info"]`` (duck-typed)."""
+    for k, v in metadata.items():
+        model.set_rt_info(v, ["model_info", k])
+
+
+def write_metadata_yaml(folder: Path, metadata: dict[str, str]) -> Path:
+    """Write ``metadata.yaml`` (where Ultralytics' AutoBackend looks for an IR's metadata) into ``folder``."""
+    import yaml  # PyYAML, a dependency of the training/export stack; only the writers need it
+
+    path = Path(folder) / "metadata.yaml"
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(dict(metadata), f, sort_keys=False, allow_unicode=True)
+    return path

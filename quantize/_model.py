@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_mlla._io import ensure_writable_dir
+from edge_mlla.metadata import read_openvino_metadata
 from edge_mlla.errors import MissingFileError, ModelFileError, OutputNotWritableError
 
 LOGGER = logging.getLogger("edge_mlla")
@@ -88,7 +89,7 @@ def inspect_source(path: Path) -> SourceModel:
             raise ModelFileError(f"{path} has {len(m.inputs)} inputs; a detector has one image input")
         port = m.inputs[0]
         dims = tuple(None if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
-        md = read_ov_metadata(m)
+        md = read_openvino_metadata(m, path)
         graph = read_graph(m)
         name, fmt = port.get_any_name(), "openvino"
     if len(dims) != 4 or dims[1] not in (None, 3):
@@ -96,17 +97,6 @@ def inspect_source(path: Path) -> SourceModel:
     ours = _ours(md)
     quantized = graph.is_quantized() or str(ours.get("precision", "")).lower() == "int8"
     return SourceModel(path, fmt, name, dims, md, quantized)
-
-
-def read_ov_metadata(model: Any) -> dict[str, str]:
-    md: dict[str, str] = {}
-    try:
-        if model.has_rt_info(["model_info"]):
-            for k, v in model.get_rt_info(["model_info"]).astype(dict).items():
-                md[str(k)] = v.astype(str) if hasattr(v, "astype") else str(v)
-    except Exception as e:  # layout differs across OpenVINO versions
-        LOGGER.debug("no rt_info model_info: %s", e)
-    return md
 
 
 def _ours(md: dict[str, str]) -> dict:

@@ -24,6 +24,7 @@ import numpy as np
 
 from edge_mlla._env import setup_offline
 from edge_mlla.errors import ConfigError, QuantizationError
+from edge_mlla.metadata import attach_openvino_metadata, write_metadata_yaml
 from edge_mlla.quantize._model import SourceModel, atomic_write, int8_metadata
 from edge_mlla.quantize.calibration import CalibrationSet
 from edge_mlla.quantize.scope import ScopePolicy, read_graph
@@ -121,10 +122,8 @@ def quantize_openvino(
 
 def _save(qmodel: Any, output: Path, metadata: dict[str, str]) -> None:
     import openvino as ov
-    import yaml
 
-    for k, v in metadata.items():
-        qmodel.set_rt_info(v, ["model_info", k])
+    attach_openvino_metadata(qmodel, metadata)
 
     # metadata.yaml is where Ultralytics' AutoBackend looks; never overwrite the one of another model in that folder
     others = [p for p in output.parent.glob("*.xml") if p.name != output.name]
@@ -135,8 +134,7 @@ def _save(qmodel: Any, output: Path, metadata: dict[str, str]) -> None:
     def write(tmp: Path) -> None:
         ov.save_model(qmodel, str(tmp), compress_to_fp16=False)
         if not others:
-            with open(tmp.parent / "metadata.yaml", "w", encoding="utf-8") as f:
-                yaml.safe_dump(dict(metadata), f, sort_keys=False, allow_unicode=True)
+            write_metadata_yaml(tmp.parent, metadata)
 
     try:
         atomic_write(output, write, companions=(".bin",), extras=("metadata.yaml",))

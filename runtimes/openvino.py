@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from edge_mlla.errors import BackendUnavailableError, ConfigError, ModelFileError
-from edge_mlla.runtimes.base import AsyncBackend, LOGGER, TensorSpec, normalize_precision, register, resolve_model_file
+from edge_mlla.metadata import read_openvino_metadata
+from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, normalize_precision, register, resolve_model_file
 
 _DEVICES = ("CPU", "GPU", "NPU", "AUTO", "HETERO", "MULTI")
 _HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "cumulative_throughput": "CUMULATIVE_THROUGHPUT"}
@@ -35,35 +36,6 @@ def _import_ov() -> Any:
     import openvino as ov
 
     return ov
-
-
-def _read_metadata(model: Any, xml: Path) -> dict[str, str]:
-    """``rt_info["model_info"]`` (our exporter and Ultralytics'), else ``metadata.yaml`` beside the .xml."""
-    md: dict[str, str] = {}
-    # IR: rt_info["model_info"]; an ONNX file read by OpenVINO: its metadata_props land in rt_info["framework"]
-    for section in ("model_info", "framework"):
-        try:
-            if model.has_rt_info([section]):
-                info = model.get_rt_info([section])
-                for key, value in info.astype(dict).items():  # OVAny -> dict[str, OVAny]
-                    md[str(key)] = value.astype(str) if hasattr(value, "astype") else str(value)
-        except Exception as e:  # rt_info layout differs across OpenVINO versions: fall back to the yaml
-            LOGGER.debug("no usable rt_info %s in %s: %s", section, xml, e)
-        if "names" in md:
-            break
-    yml = xml.parent / "metadata.yaml"
-    if "names" not in md and yml.is_file():  # Ultralytics' IR keeps names/stride/imgsz only in metadata.yaml
-        import yaml
-
-        data = yaml.safe_load(yml.read_text()) or {}
-        md |= {str(k): (v if isinstance(v, str) else repr(v) if not isinstance(v, (int, float)) else str(v)) for k, v in data.items()}
-        if isinstance(data.get("names"), dict):
-            md["names"] = repr({int(k): str(v) for k, v in data["names"].items()})
-        if isinstance(data.get("imgsz"), list):
-            md["imgsz"] = repr([int(v) for v in data["imgsz"]])
-    if "names" not in md and md.get("labels"):  # OpenVINO Model API convention: space-separated labels
-        md["names"] = repr(dict(enumerate(md["labels"].split())))
-    return md
 
 
 def _spec(port: Any) -> TensorSpec:
@@ -144,7 +116,7 @@ class OpenVINOBackend(AsyncBackend):
             model = core.read_model(str(path))
         except Exception as e:
             raise ModelFileError(f"openvino could not read {path}: {e}") from e
-        self._metadata = _read_metadata(model, path)
+        self._metadata = read_openvino_metadata(model, path)
         props = {"PERFORMANCE_HINT": _HINTS[hint_key], **(config or {})}
         if base != "NPU":  # NPU has no precision hint; it runs f16
             props["INFERENCE_PRECISION_HINT"] = prec
