@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edge_mlla.errors import ConfigError, DatasetError
+from edge_mlla.ops import box_iou
 
 LOGGER = logging.getLogger("edge_mlla")
 
@@ -103,21 +104,6 @@ def load_samples(data: str | os.PathLike = "bccd", split: str = "val", limit: in
 
 
 # ------------------------------------------------------------------------------------------------- metric
-def box_iou(a: np.ndarray, b: np.ndarray, eps: float = 1e-7) -> np.ndarray:
-    """IoU (len(a), len(b)) of xyxy boxes, with Ultralytics' epsilon.
-
-    Example:
-        >>> box_iou(np.array([[0., 0, 2, 2]]), np.array([[1., 0, 3, 2]])).round(3).tolist()
-        [[0.333]]
-    """
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clip(0).prod(2)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (area_a[:, None] + area_b[None, :] - inter + eps)
-
-
 def match_predictions(pred_cls: np.ndarray, true_cls: np.ndarray, iou: np.ndarray) -> np.ndarray:
     """(n_pred, 10) bool: is each prediction (sorted by descending confidence) a true positive at each IoU threshold.
 
@@ -168,7 +154,7 @@ class MeanAP:
         """Add one image: predictions (any order) and ground truth, both in the same pixel space."""
         order = np.argsort(-np.asarray(conf), kind="stable")
         xyxy, conf, cls = np.asarray(xyxy)[order], np.asarray(conf)[order], np.asarray(cls)[order]
-        iou = box_iou(np.asarray(gt_xyxy, np.float64), xyxy.astype(np.float64)) if len(gt_cls) and len(cls) else None
+        iou = box_iou(np.asarray(gt_xyxy, np.float64), xyxy.astype(np.float64), eps=1e-7) if len(gt_cls) and len(cls) else None
         self.tp.append(match_predictions(cls, np.asarray(gt_cls), iou) if iou is not None
                        else np.zeros((len(cls), len(IOU_THRESHOLDS)), bool))  # fmt: skip
         self.conf.append(conf.astype(np.float64))

@@ -162,16 +162,19 @@ def scale_boxes(boxes: np.ndarray, meta: LetterboxMeta, clip: bool = True) -> np
     return boxes
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (len(a), len(b)) of xyxy boxes.
+def box_iou(a: np.ndarray, b: np.ndarray, eps: float | None = None) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of xyxy boxes, in float32 (float64 when an input is float64).
+
+    ``eps`` adds Ultralytics' epsilon to the union (its metrics use 1e-7); None only guards against 0.
 
     Example:
         >>> import numpy as np
         >>> box_iou(np.array([[0, 0, 2, 2]]), np.array([[1, 0, 3, 2], [5, 5, 6, 6]])).astype(float).round(3).tolist()
         [[0.333, 0.0]]
     """
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
+    dtype = np.result_type(np.asarray(a).dtype, np.asarray(b).dtype, np.float32)
+    a = np.asarray(a, dtype)
+    b = np.asarray(b, dtype)
     ax1, ay1, ax2, ay2 = (a[:, k, None] for k in range(4))  # (n, 1) columns: 2-D broadcasting, no (n, m, 2) temporaries
     bx1, by1, bx2, by2 = (b[None, :, k] for k in range(4))
     iw = np.minimum(ax2, bx2) - np.maximum(ax1, bx1)
@@ -180,7 +183,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     np.maximum(ih, 0, out=ih)
     inter = iw * ih
     union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
-    return inter / np.maximum(union, np.finfo(np.float32).tiny)
+    return inter / (union + eps if eps is not None else np.maximum(union, np.finfo(dtype).tiny))
 
 
 def nms(
