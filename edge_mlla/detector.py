@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,7 +48,7 @@ import numpy as np
 from edge_mlla.errors import ConfigError, ImageReadError, InputTypeError, MissingFileError, ModelFileError, ShapeError
 from edge_mlla.metadata import ModelInfo, parse_metadata
 from edge_mlla.ops import LetterboxMeta, check_thresholds, postprocess, preprocess
-from edge_mlla.results import Detections
+from edge_mlla.results import Detections, Timing
 
 LOGGER = logging.getLogger("edge_mlla")
 
@@ -106,20 +107,6 @@ def _read(path: Path) -> np.ndarray:
     if img is None:
         raise ImageReadError(f"{path} could not be decoded as an image (OpenCV reads jpg, png, bmp, tiff, webp, ...)")
     return img
-
-
-@dataclass
-class Timing:
-    """Seconds spent in the last call: preprocess, backend inference, postprocess."""
-
-    preprocess: float = 0.0
-    infer: float = 0.0
-    postprocess: float = 0.0
-    images: int = 0
-
-    @property
-    def total(self) -> float:
-        return self.preprocess + self.infer + self.postprocess
 
 
 @dataclass
@@ -201,8 +188,9 @@ class Detector:
         self.imgsz = self._imgsz(imgsz, spec.shape, path)
         self.batch = spec.shape[0]  # None: dynamic
         self._check_outputs(path)
-        self.last_timing = Timing()
+        self._local = threading.local()  # per-thread last_timing
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         LOGGER.info(
             "Detector: %s on %s/%s (%s), imgsz %s, %d classes",
             path.name, self.backend.name, self.backend.device, self.backend.precision, self.imgsz, len(self.names),
@@ -299,6 +287,17 @@ class Detector:
             nc=len(self.names), multi_label=self.multi_label, clip=self.clip,
         )  # fmt: skip
 
+    @property
+    def last_timing(self) -> Timing:
+        """:class:`Timing` of the last call made *from this thread* (each result also carries its own
+        ``detections.timing``, which is what concurrent callers should read)."""
+        return getattr(self._local, "timing", None) or Timing()
+
+    @staticmethod
+    def _stamp(results: list[Detections], timing: Timing) -> None:
+        for d in results:
+            d.timing = timing
+
     def predict(self, images: ImageLike | Sequence[ImageLike] | np.ndarray, rgb: bool = False) -> Detections | list[Detections]:
         """Detect objects; one image gives ``Detections``, a list (or NxHxWx3 array) gives a list.
 
@@ -316,7 +315,9 @@ class Detector:
             results.extend(self._finish(outs, metas))
             t_inf += t1 - t0
             t_post += time.perf_counter() - t1
-        self.last_timing = Timing(prep.preprocess_s, t_inf, t_post, len(results))
+        timing = Timing(prep.preprocess_s, t_inf, t_post, len(results))
+        self._stamp(results, timing)
+        self._local.timing = timing
         return results[0] if prep.single else results
 
     __call__ = predict
@@ -338,16 +339,22 @@ class Detector:
             raise InputTypeError("submit() takes one image; call it once per image, or use predict() for a batch")
         x, metas = prep.batches[0]
         out: Future = Future()
+        t_sub = time.perf_counter()
         if isinstance(self.backend, AsyncBackend):
             inner = self.backend.submit(x)
         else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="edge_mlla-detector")
-            inner = self._pool.submit(self.backend.infer, x)
+            with self._pool_lock:  # two threads submitting first must not make two pools
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="edge_mlla-detector")
+                pool = self._pool
+            inner = pool.submit(self.backend.infer, x)
 
         def done(f: Future) -> None:
             try:
-                out.set_result(self._finish(f.result(), metas)[0])
+                t1 = time.perf_counter()  # infer = submit -> outputs ready (includes queueing behind other requests)
+                res = self._finish(f.result(), metas)
+                self._stamp(res, Timing(prep.preprocess_s, t1 - t_sub, time.perf_counter() - t1, 1))
+                out.set_result(res[0])
             except Exception as e:
                 out.set_exception(e)
 
@@ -356,9 +363,10 @@ class Detector:
 
     def close(self) -> None:
         """Release the backend (and worker threads)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         self.backend.close()
 
     def __enter__(self) -> Detector:

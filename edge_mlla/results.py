@@ -27,6 +27,31 @@ import numpy as np
 from edge_mlla.errors import InputTypeError, MissingDependencyError, ShapeError
 
 
+@dataclass(frozen=True)
+class Timing:
+    """Seconds one call spent per stage: ``preprocess`` (decode checks + letterbox), ``infer`` (the backend),
+    ``postprocess`` (decode + NMS), for ``images`` images (a batch shares one Timing).
+
+    Example:
+        >>> t = Timing(0.001, 0.010, 0.002, 1)
+        >>> round(t.total * 1000, 1)
+        13.0
+    """
+
+    preprocess: float = 0.0
+    infer: float = 0.0
+    postprocess: float = 0.0
+    images: int = 0
+
+    @property
+    def total(self) -> float:
+        return self.preprocess + self.infer + self.postprocess
+
+    def as_ms(self) -> dict[str, float]:
+        """Stage -> milliseconds (plus ``total``), for tables and JSON."""
+        return {k: 1000.0 * getattr(self, k) for k in ("preprocess", "infer", "postprocess", "total")}
+
+
 class Detection(NamedTuple):
     """One detection, as yielded by iterating over :class:`Detections`."""
 
@@ -39,7 +64,9 @@ class Detection(NamedTuple):
 @dataclass
 class Detections:
     """Detections of one image: ``xyxy`` (n, 4) float32 in original-image pixels, ``confidence`` (n,)
-    float32, ``class_id`` (n,) int64, ``names`` (class id -> name) and ``data`` (extra per-box arrays).
+    float32, ``class_id`` (n,) int64, ``names`` (class id -> name), ``data`` (extra per-box arrays),
+    ``tracker_id`` (n,) int64 when a tracker assigned ids (else None), and ``timing``: the :class:`Timing`
+    of the call that produced them (None when built by hand). ``timing`` is not part of equality.
 
     Example:
         >>> import numpy as np
@@ -54,6 +81,8 @@ class Detections:
     class_id: np.ndarray
     names: dict[int, str] | None = None
     data: dict[str, np.ndarray] = field(default_factory=dict)
+    tracker_id: np.ndarray | None = None
+    timing: Timing | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("xyxy", "confidence", "class_id"):
@@ -65,7 +94,11 @@ class Detections:
         self.xyxy = self.xyxy.astype(np.float32, copy=False)
         self.confidence = self.confidence.astype(np.float32, copy=False)
         self.class_id = self.class_id.astype(np.int64, copy=False)
-        for name in ("confidence", "class_id"):
+        if self.tracker_id is not None:
+            if not isinstance(self.tracker_id, np.ndarray):
+                raise InputTypeError(f"Detections.tracker_id must be a numpy array or None, got {type(self.tracker_id).__name__}")
+            self.tracker_id = self.tracker_id.astype(np.int64, copy=False)
+        for name in ("confidence", "class_id") + (("tracker_id",) if self.tracker_id is not None else ()):
             arr = getattr(self, name)
             if arr.shape != (n,):
                 raise ShapeError(f"Detections.{name} must have shape ({n},) to match xyxy, got {arr.shape}")
@@ -104,6 +137,8 @@ class Detections:
             self.class_id[index],
             names=self.names,
             data={k: v[index] for k, v in self.data.items()},
+            tracker_id=None if self.tracker_id is None else self.tracker_id[index],
+            timing=self.timing,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -113,6 +148,8 @@ class Detections:
             np.array_equal(self.xyxy, other.xyxy)
             and np.array_equal(self.confidence, other.confidence)
             and np.array_equal(self.class_id, other.class_id)
+            and (self.tracker_id is None) == (other.tracker_id is None)
+            and (self.tracker_id is None or np.array_equal(self.tracker_id, other.tracker_id))
             and self.data.keys() == other.data.keys()
             and all(np.array_equal(v, other.data[k]) for k, v in self.data.items())
         )
@@ -139,12 +176,13 @@ class Detections:
             )
         out = image.copy()
         scale = max(0.4, min(out.shape[:2]) / 900)
-        for det in self:
+        tids = self.tracker_id
+        for i, det in enumerate(self):
             x1, y1, x2, y2 = (int(round(v)) for v in det.xyxy)
             color = _color(det.class_id)
             cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
             if labels:
-                text = f"{det.class_name} {det.confidence:.2f}"
+                text = (f"#{int(tids[i])} " if tids is not None else "") + f"{det.class_name} {det.confidence:.2f}"
                 (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
                 ty = y1 - 2 if y1 - th - base - 2 >= 0 else y1 + th + 2
                 cv2.rectangle(out, (x1, ty - th - base), (x1 + tw, ty + base - 1), color, -1)
@@ -164,14 +202,34 @@ class Detections:
             xyxy=self.xyxy.copy(),
             confidence=self.confidence.copy(),
             class_id=self.class_id.astype(int),
+            tracker_id=None if self.tracker_id is None else self.tracker_id.astype(int),
             data={"class_name": self.class_name, **{k: np.asarray(v) for k, v in self.data.items()}},
         )
+
+    @classmethod
+    def from_supervision(cls, sv_dets: Any, names: dict[int, str] | None = None, timing: Timing | None = None) -> Detections:
+        """Our ``Detections`` from a ``supervision.Detections`` (duck-typed: supervision is not imported).
+
+        Keeps ``tracker_id`` and per-box ``data`` arrays (except ``class_name``, which ``names`` gives).
+        """
+        try:
+            xyxy = np.asarray(sv_dets.xyxy, np.float32).reshape(-1, 4)
+        except AttributeError:
+            raise InputTypeError(f"from_supervision() needs a supervision.Detections, got {type(sv_dets).__name__}") from None
+        n = len(xyxy)
+        conf = sv_dets.confidence if sv_dets.confidence is not None else np.ones(n, np.float32)
+        cid = sv_dets.class_id if sv_dets.class_id is not None else np.zeros(n, np.int64)
+        data = {k: np.asarray(v) for k, v in (getattr(sv_dets, "data", None) or {}).items() if k != "class_name"}
+        tid = getattr(sv_dets, "tracker_id", None)
+        return cls(xyxy, np.asarray(conf), np.asarray(cid), names=names, data=data,
+                   tracker_id=None if tid is None else np.asarray(tid), timing=timing)  # fmt: skip
 
     def to_dict(self) -> list[dict[str, Any]]:
         """Plain-Python records (JSON-serializable), one per box."""
         return [
             {"xyxy": [float(v) for v in d.xyxy], "confidence": d.confidence, "class_id": d.class_id, "class_name": d.class_name}
-            for d in self
+            | ({"tracker_id": int(self.tracker_id[i])} if self.tracker_id is not None else {})
+            for i, d in enumerate(self)
         ]
 
 

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import json
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ class _OrtSession(AsyncBackend):
         self._metadata = dict(self._session.get_modelmeta().custom_metadata_map)
         self._workers = max(1, int(workers))
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @property
     def providers(self) -> list[str]:
@@ -110,14 +112,18 @@ class _OrtSession(AsyncBackend):
 
     def submit(self, batch: np.ndarray) -> Future:
         batch = self._check_batch(batch)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix=f"edge_mlla-{self.name}")
-        return self._pool.submit(self.infer, batch)
+        with self._pool_lock:  # created on first use, once, even when several threads submit at the same time
+            if self._session is None:
+                raise ConfigError(f"this {self.name} backend is closed")
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix=f"edge_mlla-{self.name}")
+            return self._pool.submit(self.infer, batch)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         self._session = None
 
 
