@@ -62,3 +62,7 @@ class QuantizationError(EdgeMLLAError, RuntimeError):
 
 class CalibrationWarning(UserWarning):
     """Calibration went on with less than asked (fewer images than the subset size, skipped files)."""
+
+
+class ServeError(EdgeMLLAError, RuntimeError):
+    """Serving failed: the HTTP port is taken, the Ray cluster cannot be reached, or the app did not deploy."""
