@@ -7,9 +7,8 @@ Ultralytics when you import it; runtimes import their own library lazily.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from edge_mlla.errors import EdgeMLLAError  # noqa: E402
+from edge_mlla._version import __version__
+from edge_mlla.errors import EdgeMLLAError
 
 __all__ = ["Detections", "Detector", "EdgeMLLAError", "__version__"]
 

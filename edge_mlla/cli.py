@@ -12,24 +12,35 @@ from edge_mlla import __version__
 from edge_mlla.errors import EdgeMLLAError
 
 
-def _imgsz(text: str) -> int | tuple[int, int]:
-    parts = text.replace("x", ",").split(",")
-    try:
-        vals = [int(p) for p in parts if p]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"imgsz must be N or H,W (ints), got {text!r}") from None
-    if len(vals) == 1:
-        return vals[0]
-    if len(vals) == 2:
-        return (vals[0], vals[1])
-    raise argparse.ArgumentTypeError(f"imgsz must be N or H,W, got {text!r}")
+class _ImgszAction(argparse.Action):
+    """``--imgsz 640``, ``--imgsz 192x640``, ``--imgsz 192,640`` or ``--imgsz 192 640``: one parser
+    (:func:`edge_mlla.ops.parse_imgsz`) for every command and the library."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        from edge_mlla.errors import ConfigError
+        from edge_mlla.ops import parse_imgsz
+
+        text = " ".join(values) if isinstance(values, list) else str(values)
+        try:
+            h, w = parse_imgsz(text)
+        except ConfigError:
+            parser.error(f"imgsz must be N, HxW, H,W or 'H W' (integers), got {text!r}")
+        setattr(namespace, self.dest, h if h == w else (h, w))
+
+
+def _add_imgsz(p: argparse.ArgumentParser, default: object, help_text: str) -> None:
+    p.add_argument("--imgsz", nargs="+", action=_ImgszAction, default=default, metavar="N|HxW", help=help_text)
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from edge_mlla.train import train
 
+    if not isinstance(a.imgsz, int):
+        from edge_mlla.errors import ConfigError
+
+        raise ConfigError(f"training uses a square size (--imgsz N), got {a.imgsz[0]}x{a.imgsz[1]}")
     best = train(a.model, data=a.data, imgsz=a.imgsz, epochs=a.epochs, batch=a.batch, device=a.device,
-                 project=a.project, name=a.name)
+                 project=a.project, name=a.name, exist_ok=a.exist_ok)
     print(f"best weights: {best}")
     return 0
 
@@ -53,32 +64,68 @@ def _cmd_quantize(a: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_files(sources: list[str]) -> list[Path]:
+    """Image files named on the command line: files as given, folders expanded (any image suffix, any case)."""
+    from edge_mlla.errors import MissingFileError
+    from edge_mlla.ops import is_image_file, list_images
+
+    files: list[Path] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                raise MissingFileError(f"no images in {p} (looked for any suffix OpenCV reads: jpg, jpeg, png, bmp, tif, webp, ...)")
+            files += found
+        elif p.is_file():
+            if not is_image_file(p):
+                raise MissingFileError(f"{p} is not an image file (suffix {p.suffix or 'none'}); pass images or folders")
+            files.append(p)
+        else:
+            raise MissingFileError(f"no such image or folder: {p}")
+    return files
+
+
 def _cmd_predict(a: argparse.Namespace) -> int:
     import cv2
 
     from edge_mlla import Detector
+    from edge_mlla._io import ensure_writable_dir
+    from edge_mlla.errors import ImageReadError, MissingFileError
+    from edge_mlla.ops import read_image
 
-    det = Detector(a.model, backend=a.backend, device=a.device, precision=a.precision, conf=a.conf, iou=a.iou)
-    sources = [Path(s) for s in a.source]
-    files = [p for s in sources for p in (sorted(s.glob("*.jpg")) + sorted(s.glob("*.png")) if s.is_dir() else [s])]
-    if a.save:
-        Path(a.save).mkdir(parents=True, exist_ok=True)
-    for f in files:
-        dets = det(f)
-        counts: dict[str, int] = {}
-        for name in dets.class_name:
-            counts[str(name)] = counts.get(str(name), 0) + 1
-        print(f"{f}: {len(dets)} detections " + json.dumps(counts))
-        if a.save:
-            img = cv2.imread(str(f))
-            cv2.imwrite(str(Path(a.save) / f.name), dets.draw(img))
-    return 0
+    files = _predict_files(a.source)
+    save = ensure_writable_dir(Path(a.save)) if a.save else None
+    det = Detector(a.model, backend=a.backend, device=a.device, precision=a.precision, conf=a.conf, iou=a.iou,
+                   imgsz=a.imgsz, strict=not a.no_strict)  # fmt: skip
+    print(det, file=sys.stderr)
+    skipped = 0
+    try:
+        for f in files:
+            try:
+                img = read_image(f, strict=not a.no_strict)
+            except (ImageReadError, MissingFileError) as e:  # one bad file does not stop the run: counted below
+                print(f"{f}: skipped: {e}", file=sys.stderr)
+                skipped += 1
+                continue
+            dets = det(img)
+            counts: dict[str, int] = {}
+            for name in dets.class_name:
+                counts[str(name)] = counts.get(str(name), 0) + 1
+            print(f"{f}: {len(dets)} detections " + json.dumps(counts))
+            if save is not None:
+                cv2.imwrite(str(save / f.name), dets.draw(img))
+    finally:
+        det.close()
+    print(f"{len(files) - skipped} image(s) processed, {skipped} skipped", file=sys.stderr)
+    return 1 if skipped == len(files) else 0
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
     from edge_mlla.eval import evaluate
 
-    res = evaluate(a.model, data=a.data, split=a.split, backend=a.backend, precision=a.precision, imgsz=a.imgsz)
+    res = evaluate(a.model, data=a.data, split=a.split, backend=a.backend, precision=a.precision, imgsz=a.imgsz,
+                   limit=a.limit)
     print(json.dumps(res if isinstance(res, dict) else res.__dict__, indent=2, default=str))
     return 0
 
@@ -100,18 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a detector with Ultralytics (offline, bundled data by default)")
     p.add_argument("--model", default="yolo11n-mlla.yaml", help="model yaml (ours or Ultralytics') or checkpoint")
     p.add_argument("--data", default="bccd", help="bundled dataset name or data.yaml path")
-    p.add_argument("--imgsz", type=int, default=640)
+    _add_imgsz(p, 640, "square training size N")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--project", default="runs/train")
-    p.add_argument("--name", default="exp")
+    p.add_argument("--name", default="exp", help="run folder name; a taken name becomes exp-2, exp-3, ... (as Ultralytics)")
+    p.add_argument("--exist-ok", action="store_true", help="reuse (overwrite) an existing run folder of that name")
     p.set_defaults(fn=_cmd_train)
 
     p = sub.add_parser("export", help="re-parameterize and export a checkpoint to ONNX or OpenVINO IR")
     p.add_argument("checkpoint")
     p.add_argument("--format", choices=["onnx", "openvino"], default="onnx")
-    p.add_argument("--imgsz", type=_imgsz, default=640, help="N or H,W; each a multiple of the model stride (32)")
+    _add_imgsz(p, 640, "N, HxW, H,W or 'H W'; each a multiple of the model stride (32)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--dynamic", action="store_true", help="dynamic batch and image size")
     p.add_argument("--half", action="store_true", help="fp16 weights")
@@ -133,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX Runtime calibration method")
     p.add_argument("--every", type=int, default=None, help="video calibration: take every k-th frame")
     p.add_argument("--threads", type=int, default=None, help="threads for the latency measurement")
-    p.add_argument("--imgsz", type=int, default=None)
+    _add_imgsz(p, None, "input size (must equal a static model's); N, HxW, H,W or 'H W'")
     p.add_argument("-o", "--output", default=None)
     p.set_defaults(fn=_cmd_quantize)
 
@@ -145,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None)
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--iou", type=float, default=0.45)
+    _add_imgsz(p, None, "input size for dynamic-size models; N, HxW, H,W or 'H W'")
     p.add_argument("--save", default=None, help="folder for annotated images")
+    p.add_argument("--no-strict", action="store_true", help="use partly decoded (truncated) images instead of skipping them")
     p.set_defaults(fn=_cmd_predict)
 
     p = sub.add_parser("eval", help="COCO-style mAP of a model file on a YOLO dataset")
@@ -154,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val")
     p.add_argument("--backend", default="auto")
     p.add_argument("--precision", default=None)
-    p.add_argument("--imgsz", type=int, default=None)
+    _add_imgsz(p, None, "input size for dynamic-size models; N, HxW, H,W or 'H W'")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N images")
     p.set_defaults(fn=_cmd_eval)
 
     p = sub.add_parser("backends", help="which runtime backends work on this machine, and why not")
@@ -276,14 +327,43 @@ def _add_scale_out_commands(sub: argparse._SubParsersAction) -> None:
 # ---- end scale-out commands
 
 
+def _setup_logging(verbose: bool) -> None:
+    """Quiet by default: our own INFO lines; third-party INFO (NNCF's per-node blocks, ONNX Runtime's quantizer)
+    and library warnings that repeat ours (torch's CUDA notice) only with ``--verbose``."""
+    import warnings
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", force=True)
+    logging.getLogger("edge_mlla").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("nncf").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.captureWarnings(True)  # warnings.warn(...) print once, through logging, as one line
+    if not verbose:
+        warnings.filterwarnings("ignore", module=r"torch\..*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for p in sub.choices.values():  # -v/--verbose after the command too: `edge-mlla quantize m.xml -v`
+        if "--verbose" not in p._option_string_actions:
+            p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    args = parser.parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
+    _setup_logging(verbose)
     try:
         return args.fn(args)
     except EdgeMLLAError as e:
         print(f"edge-mlla {args.cmd}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"edge-mlla {args.cmd}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: one line for the user, the traceback with --verbose
+        if verbose:
+            raise
+        print(f"edge-mlla {args.cmd}: internal error: {type(e).__name__}: {e} (run with --verbose for the traceback, "
+              "and please report it)", file=sys.stderr)  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":

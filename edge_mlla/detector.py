@@ -42,71 +42,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-import cv2
 import numpy as np
 
-from edge_mlla.errors import ConfigError, ImageReadError, InputTypeError, MissingFileError, ModelFileError, ShapeError
-from edge_mlla.metadata import ModelInfo, parse_metadata
-from edge_mlla.ops import LetterboxMeta, check_thresholds, postprocess, preprocess
+from edge_mlla.errors import ConfigError, EdgeMLLAError, InputTypeError, MissingFileError, ModelFileError, ShapeError
+from edge_mlla.modelfile import ModelInfo, parse_metadata
+from edge_mlla.ops import LetterboxMeta, as_bgr, check_thresholds, parse_imgsz, postprocess, preprocess
 from edge_mlla.results import Detections, Timing
 
 LOGGER = logging.getLogger("edge_mlla")
 
 ImageLike = Union[np.ndarray, str, os.PathLike]
 _MAX_DYNAMIC_BATCH = 16  # images per inference call for dynamic-batch models
-
-
-def as_bgr(image: Any, rgb: bool = False) -> np.ndarray:
-    """Validate one user image and return it as a contiguous BGR (or RGB when ``rgb``) uint8 HxWx3 array.
-
-    Gray (HxW, HxWx1) becomes 3-channel; BGRA/RGBA drops alpha; a path is read with OpenCV.
-
-    Example:
-        >>> import numpy as np
-        >>> as_bgr(np.zeros((4, 6), np.uint8)).shape
-        (4, 6, 3)
-        >>> as_bgr(np.zeros((4, 6, 4), np.uint8)).shape
-        (4, 6, 3)
-        >>> as_bgr(np.zeros((4, 6, 3), np.float32))
-        Traceback (most recent call last):
-        ...
-        edge_mlla.errors.ShapeError: image dtype is float32; expected uint8 (BGR, 0..255). Convert with (img * 255).clip(0, 255).astype(np.uint8) if it is in [0, 1]
-    """
-    if image is None:
-        raise InputTypeError("image is None; expected a BGR uint8 HxWx3 array, an image path, or a list of them")
-    if isinstance(image, (str, os.PathLike)):
-        return _read(Path(image))
-    if not isinstance(image, np.ndarray):
-        raise InputTypeError(
-            f"image has type {type(image).__name__}; expected a BGR uint8 HxWx3 numpy array, an image path, or a list of them"
-        )
-    if image.size == 0:
-        raise ShapeError(f"image is empty (shape {image.shape}); expected a BGR uint8 HxWx3 array with H, W >= 1")
-    if image.dtype != np.uint8:
-        raise ShapeError(
-            f"image dtype is {image.dtype}; expected uint8 (BGR, 0..255). Convert with "
-            "(img * 255).clip(0, 255).astype(np.uint8) if it is in [0, 1]"
-        )
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 2:
-        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2BGR)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ShapeError(
-            f"image has shape {image.shape}; expected HxWx3 BGR (also accepted: HxW gray, HxWx4 BGRA, NxHxWx3 batch)"
-        )
-    if image.shape[2] == 4:
-        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGBA2RGB if rgb else cv2.COLOR_BGRA2BGR)
-    return np.ascontiguousarray(image)
-
-
-def _read(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise MissingFileError(f"image file not found: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ImageReadError(f"{path} could not be decoded as an image (OpenCV reads jpg, png, bmp, tiff, webp, ...)")
-    return img
 
 
 @dataclass
@@ -124,9 +70,10 @@ class Detector:
         backend: ``"auto"`` or a name from :func:`edge_mlla.runtimes.available` (``openvino``,
             ``onnxruntime``, ``cuda``, ``torch``).
         device: backend device (``CPU``/``GPU``/``NPU``/``AUTO`` for OpenVINO, ``cuda:N``, ``cpu``); backend default if None.
-        precision: ``f32``, ``bf16``, ``f16`` or ``int8`` where the backend offers it; None means the
-            backend's explicit default (f32, or the file's own precision for ONNX Runtime/CUDA).
-            The precision actually used is ``det.precision``.
+        precision: ``f32``, ``bf16``, ``f16`` or ``int8`` where the backend offers it. None (default) means the
+            fastest the device runs natively: OpenVINO bf16 on CPUs with AMX / AVX-512 BF16, f32 on other CPUs,
+            f16 on GPU/NPU; ONNX Runtime and CUDA run the file's own precision. What runs is ``det.precision``
+            (and ``repr(det)``); ``precision="f32"`` gives exact parity.
         conf, iou, max_det, classes: detection threshold, NMS IoU threshold, boxes per image,
             class ids to keep (None keeps all).
         imgsz: input (height, width) override for dynamic-size models (metadata otherwise).
@@ -134,6 +81,8 @@ class Detector:
         agnostic: class-agnostic NMS.
         multi_label, clip: ``multi_label=True, clip=False`` decodes as Ultralytics' validator does (every
             class above ``conf`` per box, boxes not clipped): for mAP evaluation, not for prediction.
+        strict: a truncated or corrupt image file raises ``ImageReadError`` (default); ``False`` uses the partly
+            decoded image with an ``ImageReadWarning``.
         **backend_options: passed to the backend (e.g. ``hint="throughput"`` for OpenVINO,
             ``threads=2`` for ONNX Runtime).
 
@@ -162,6 +111,7 @@ class Detector:
         agnostic: bool = False,
         multi_label: bool = False,
         clip: bool = True,
+        strict: bool = True,
         **backend_options: Any,
     ) -> None:
         from edge_mlla.runtimes import select_backend
@@ -177,15 +127,18 @@ class Detector:
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
         self.classes = None if classes is None else [int(c) for c in classes]
         self.agnostic, self.multi_label, self.clip = bool(agnostic), bool(multi_label), bool(clip)
+        self.strict = bool(strict)
         cls = select_backend(path, backend)
         self.backend = cls(path, device=device, precision=precision, **backend_options)
         self.info: ModelInfo = parse_metadata(self.backend.metadata)
         self.names: dict[int, str] = self._names(names)
         spec = self.backend.inputs[0]
-        if len(spec.shape) != 4 or spec.shape[1] not in (None, 3):
+        self._layout = getattr(self.backend, "input_layout", "nchw")
+        nchw = spec.shape if self._layout == "nchw" else (spec.shape[0], spec.shape[3], spec.shape[1], spec.shape[2])
+        if len(spec.shape) != 4 or nchw[1] not in (None, 3):
             raise ModelFileError(f"{path} input {spec.name!r} has shape {spec.shape}; expected (batch, 3, height, width)")
         self.stride = int(self.info.stride)
-        self.imgsz = self._imgsz(imgsz, spec.shape, path)
+        self.imgsz = self._imgsz(imgsz, nchw, path)
         self.batch = spec.shape[0]  # None: dynamic
         self._check_outputs(path)
         self._local = threading.local()  # per-thread last_timing
@@ -209,9 +162,7 @@ class Detector:
     def _imgsz(self, imgsz: Any, shape: tuple, path: Path) -> tuple[int, int]:
         fixed = (shape[2], shape[3]) if shape[2] is not None and shape[3] is not None else None
         if imgsz is not None:
-            hw = (int(imgsz), int(imgsz)) if isinstance(imgsz, (int, np.integer)) else tuple(int(v) for v in imgsz)
-            if len(hw) != 2 or min(hw) <= 0:
-                raise ConfigError(f"imgsz must be an int or (height, width), got {imgsz!r}")
+            hw = parse_imgsz(imgsz)
             if fixed and hw != fixed:
                 raise ConfigError(f"imgsz={hw} but {path.name} has a fixed input size {fixed}; re-export it for {hw}")
             if any(s % self.stride for s in hw):
@@ -246,16 +197,23 @@ class Detector:
 
     @property
     def precision(self) -> str:
-        """The precision the backend really computes in (``f32``, ``bf16``, ``f16``, ``int8``)."""
+        """The precision the backend really computes in (``f32``, ``bf16``, ``f16``, or ``int8`` for a quantized
+        model, whose other ops run in :attr:`float_precision`)."""
         return self.backend.precision
+
+    @property
+    def float_precision(self) -> str:
+        """The precision of the ops that are not INT8 (equal to :attr:`precision` for a float model)."""
+        return self.backend.float_precision
 
     @property
     def device(self) -> str:
         return self.backend.device
 
     def __repr__(self) -> str:
+        prec = repr(self.precision) + (f" (float ops {self.float_precision})" if self.precision == "int8" else "")
         return (
-            f"Detector(backend={self.backend.name!r}, device={self.device!r}, precision={self.precision!r}, "
+            f"Detector(backend={self.backend.name!r}, device={self.device!r}, precision={prec}, "
             f"imgsz={self.imgsz}, classes={len(self.names)})"
         )
 
@@ -271,12 +229,20 @@ class Detector:
             items, single = list(images), False
         else:
             items = [images]
-        imgs = [as_bgr(im, rgb) for im in items]
+        if single:
+            imgs = [as_bgr(items[0], rgb, self.strict)]
+        else:
+            imgs = []
+            for i, im in enumerate(items):
+                try:
+                    imgs.append(as_bgr(im, rgb, self.strict))
+                except EdgeMLLAError as e:  # name the bad item; keep the error's type
+                    raise type(e)(f"images[{i}]: {e}") from e
         per = self.batch or _MAX_DYNAMIC_BATCH
         prep = _Prepared(single=single)
         for i in range(0, len(imgs), per):
             chunk = imgs[i : i + per]
-            x, metas = preprocess(chunk, self.imgsz, self.stride, rgb=rgb, batch_size=self.batch)
+            x, metas = preprocess(chunk, self.imgsz, self.stride, rgb=rgb, batch_size=self.batch, layout=self._layout)
             prep.batches.append((x, metas))
         prep.preprocess_s = time.perf_counter() - t0
         return prep

@@ -1,10 +1,15 @@
 """COCO-style detection accuracy (mAP50-95, mAP50) of any model file, run through :class:`edge_mlla.Detector`.
 
-The metric is Ultralytics' (``DetectionValidator`` + ``ap_per_class``, v8.4): predictions at ``conf=0.001``,
-NMS ``iou=0.7``, up to 300 per image; each prediction matched greedily, in descending confidence, to the
+The metric is Ultralytics' (``DetectionValidator`` + ``ap_per_class``, v8.4): the validator's preprocessing
+(:func:`edge_mlla.ops.val_letterbox`: long side resized with ``ceil``, then letterboxed without enlarging), its
+decode (every class above ``conf=0.001`` per box, boxes not clipped), NMS ``iou=0.7``, up to 300 per image; each prediction matched greedily, in descending confidence, to the
 best still-unmatched ground-truth box of its class at each IoU threshold 0.50:0.05:0.95; per-class AP from
 the monotone precision envelope with 101-point interpolation; mAP is the mean over classes that have labels.
-So ``evaluate(onnx)`` agrees with ``YOLO(onnx).val(data=..., batch=1, rect=False)`` (tested within 0.005).
+So ``evaluate(onnx)`` agrees with ``YOLO(onnx).val(data=..., batch=1)`` for any aspect ratio and any (also
+rectangular) model input size (tested within 0.002).
+
+:func:`score_model` is the one scoring path: :func:`evaluate` runs it on a model file's backend, and INT8
+accuracy control (:mod:`edge_mlla.quantize`) on NNCF's candidate models, so both report the same mAP.
 
 Ground truth is the YOLO layout: ``images/<split>/x.jpg`` with ``labels/<split>/x.txt`` (``cls cx cy w h``
 normalised); an image without a label file has no objects.
@@ -28,13 +33,13 @@ from typing import Any
 import numpy as np
 
 from edge_mlla.errors import ConfigError, DatasetError
-from edge_mlla.ops import box_iou
+from edge_mlla.ops import box_iou, postprocess, preprocess, read_image
 
 LOGGER = logging.getLogger("edge_mlla")
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 _AP_X = np.linspace(0, 1, 101)
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VAL_CONF, VAL_IOU, VAL_MAX_DET = 0.001, 0.7, 300  # Ultralytics' validation defaults
 
 
 # ----------------------------------------------------------------------------------------------- ground truth
@@ -47,31 +52,28 @@ class Sample:
     classes: np.ndarray
 
 
-def label_path(image: Path) -> Path:
-    """``.../images/<split>/x.jpg`` -> ``.../labels/<split>/x.txt`` (the last ``images`` folder, as Ultralytics)."""
-    s = str(image)
-    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
-    return Path(sb.join(s.rsplit(sa, 1))).with_suffix(".txt") if sa in s else image.with_suffix(".txt")
-
-
 def _read_labels(txt: Path, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth xyxy pixel boxes and class ids of one YOLO label file (a polygon row becomes its bounding box,
+    as Ultralytics does); no file means no objects. The file was checked by :func:`edge_mlla.data.validate_dataset`."""
     if not txt.is_file():
         return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-    rows = [ln.split() for ln in txt.read_text().splitlines() if ln.strip()]
-    try:
-        arr = np.array([[float(v) for v in r[:5]] for r in rows], np.float64).reshape(-1, 5)
-    except ValueError as e:
-        raise DatasetError(f"label file {txt} is not YOLO format (cls cx cy w h per line): {e}") from e
-    if arr.size and any(len(r) < 5 for r in rows):
-        raise DatasetError(f"label file {txt} has a line with fewer than 5 values (cls cx cy w h)")
+    rows = [[float(v) for v in ln.split()] for ln in txt.read_text().splitlines() if ln.strip()]
     h, w = hw
-    cx, cy, bw, bh = arr[:, 1] * w, arr[:, 2] * h, arr[:, 3] * w, arr[:, 4] * h
-    boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1).astype(np.float32)
-    return boxes, arr[:, 0].astype(np.int64)
+    boxes, cls = [], []
+    for r in rows:
+        if len(r) == 5:
+            cx, cy, bw, bh = r[1] * w, r[2] * h, r[3] * w, r[4] * h
+            boxes.append([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2])
+        else:
+            xs, ys = np.array(r[1::2]) * w, np.array(r[2::2]) * h
+            boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
+        cls.append(int(r[0]))
+    return np.array(boxes, np.float32).reshape(-1, 4), np.array(cls, np.int64)
 
 
 def load_samples(data: str | os.PathLike = "bccd", split: str = "val", limit: int | None = None) -> tuple[list[Sample], dict[int, str]]:
-    """The labelled images of a YOLO dataset split (a data.yaml, a bundled name, or an ``images/<split>`` folder).
+    """The labelled images of a YOLO dataset split (a data.yaml or a bundled name), validated first
+    (:func:`edge_mlla.data.validate_dataset`); images that do not decode are skipped and counted in a warning.
 
     Example:
         >>> samples, names = load_samples("bccd", "val", limit=2)
@@ -80,26 +82,27 @@ def load_samples(data: str | os.PathLike = "bccd", split: str = "val", limit: in
     """
     import cv2
 
-    from edge_mlla.data import load_data_yaml
+    from edge_mlla.data import label_path, split_images, validate_dataset
 
-    d = load_data_yaml(data)
-    if split not in d:
-        raise DatasetError(f"{d['yaml']} has no {split!r} split (has: {[s for s in ('train', 'val', 'test') if s in d]})")
-    folder = Path(d[split])
-    if not folder.is_dir():
-        raise DatasetError(f"{d['yaml']}: {split} split {folder} is not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not files:
-        raise DatasetError(f"{d['yaml']}: {split} split {folder} has no images")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit must be a positive int or None, got {limit!r}")
+    d = validate_dataset(data, splits=(split,))
+    files = split_images(d, split)
     if limit is not None:
-        files = files[: int(limit)]
-    samples = []
+        files = files[:limit]
+    samples, skipped = [], []
     for f in files:
-        img = cv2.imread(str(f), cv2.IMREAD_COLOR)  # the size only; Detector reads the pixels again
+        img = cv2.imread(str(f), cv2.IMREAD_COLOR)  # the size only; scoring reads the pixels again
         if img is None:
-            raise DatasetError(f"{f} could not be decoded as an image")
+            skipped.append(f.name)
+            continue
         boxes, cls = _read_labels(label_path(f), img.shape[:2])
         samples.append(Sample(f, boxes, cls))
+    if skipped:
+        LOGGER.warning("%s split: skipped %d image(s) that could not be decoded: %s", split, len(skipped),
+                       ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))  # fmt: skip
+    if not samples:
+        raise DatasetError(f"{d['yaml']}: none of the {len(files)} images of the {split} split could be decoded")
     return samples, d["names"]
 
 
@@ -193,9 +196,26 @@ class MeanAP:
 
 
 # ------------------------------------------------------------------------------------------------ running
-def score(predict: Callable[[Path], Any], samples: Sequence[Sample], names: dict[int, str] | None = None,
-          progress: bool = False) -> dict[str, Any]:  # fmt: skip
-    """mAP of ``predict(image_path) -> Detections`` over ``samples`` (see :class:`MeanAP`)."""
+def score_model(
+    infer: Callable[[np.ndarray], Any],
+    samples: Sequence[Sample],
+    imgsz: tuple[int, int],
+    stride: int = 32,
+    names: dict[int, str] | None = None,
+    batch: int | None = None,
+    conf: float = VAL_CONF,
+    iou: float = VAL_IOU,
+    max_det: int = VAL_MAX_DET,
+    progress: bool = False,
+    layout: str = "nchw",
+) -> dict[str, Any]:
+    """mAP of a raw model, ``infer(batch) -> output0`` (an array, or a list whose first item is it), on ``samples``.
+
+    The one scoring path: Ultralytics' validator preprocessing (:func:`~edge_mlla.ops.val_letterbox`, padded to a
+    fixed ``batch``), its decode (multi-label, unclipped) and :class:`MeanAP`. Used by :func:`evaluate` and by INT8
+    accuracy control, so a quantizer's budget and the reported drop are the same number.
+    """
+    nc = len(names) if names else None
     acc = MeanAP()
     it: Iterable[Sample] = samples
     if progress:
@@ -206,7 +226,12 @@ def score(predict: Callable[[Path], Any], samples: Sequence[Sample], names: dict
         except ImportError:  # pragma: no cover
             pass
     for s in it:
-        d = predict(s.image)
+        x, metas = preprocess([read_image(s.image, strict=False)], imgsz, stride, batch_size=batch, validator=True,
+                              layout=layout)  # fmt: skip
+        out = infer(x)
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        d = postprocess(np.asarray(out), metas, conf=conf, iou=iou, max_det=max_det, nc=nc, multi_label=True,
+                        clip=False)[0]  # fmt: skip
         acc.update(d.xyxy, d.confidence, d.class_id, s.boxes, s.classes)
     return acc.compute(names)
 
@@ -218,12 +243,11 @@ def evaluate(
     backend: str = "auto",
     precision: str | None = None,
     imgsz: int | tuple[int, int] | None = None,
-    conf: float = 0.001,
-    iou: float = 0.7,
-    max_det: int = 300,
+    conf: float = VAL_CONF,
+    iou: float = VAL_IOU,
+    max_det: int = VAL_MAX_DET,
     limit: int | None = None,
     progress: bool = True,
-    multi_label: bool = True,
     **backend_options: Any,
 ) -> dict[str, Any]:
     """mAP50-95 and mAP50 of a model file on a YOLO dataset split, through :class:`edge_mlla.Detector`.
@@ -235,10 +259,6 @@ def evaluate(
         backend, precision, imgsz, **backend_options: passed to Detector (precision is always reported).
         conf, iou, max_det: Ultralytics' validation defaults.
         limit: evaluate only the first ``limit`` images.
-        multi_label: decode every class above ``conf`` per box and keep boxes unclipped, as Ultralytics' validator
-            does (default; measured equal to ``YOLO(onnx).val`` to 1e-7 here); False scores Detector's own output
-            (best class per box, boxes clipped to the image, as in prediction). Clipping alone doubled a weak
-            model's mAP50-95 (0.0008 -> 0.0016), so only the default is comparable with Ultralytics.
 
     Returns:
         dict with ``mAP50-95``, ``mAP50``, ``per_class``, ``images``, ``instances``, ``model``, ``backend``,
@@ -250,17 +270,19 @@ def evaluate(
     """
     from edge_mlla import Detector
 
-    if not 0.0 <= conf < 1.0:
-        raise ConfigError(f"conf must be in [0, 1), got {conf}")
+    if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= conf < 1.0:
+        raise ConfigError(f"conf must be in [0, 1), got {conf!r}")
     samples, names = load_samples(data, split, limit)
     det = Detector(model, backend=backend, precision=precision, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz,
-                   multi_label=multi_label, clip=not multi_label, **backend_options)  # fmt: skip
+                   **backend_options)  # fmt: skip
     try:
-        res = score(det, samples, det.names or names, progress=progress)
+        res = score_model(det.backend.infer, samples, det.imgsz, det.stride, det.names or names, batch=det.batch,
+                          conf=conf, iou=iou, max_det=max_det, progress=progress,
+                          layout=det.backend.input_layout)  # fmt: skip
     finally:
         det.close()
     res.update(model=str(model), backend=det.backend.name, precision=det.precision, imgsz=list(det.imgsz),
-               data=str(data), split=split, conf=conf, iou=iou, multi_label=multi_label)  # fmt: skip
+               data=str(data), split=split, conf=conf, iou=iou)  # fmt: skip
     LOGGER.info("eval %s (%s/%s, %s): mAP50-95 %.4f, mAP50 %.4f on %d images", Path(model).name, det.backend.name,
                 det.precision, det.imgsz, res["mAP50-95"], res["mAP50"], res["images"])  # fmt: skip
     return res

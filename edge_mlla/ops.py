@@ -1,7 +1,11 @@
-"""Pre- and postprocessing for YOLO detectors: letterbox, box decode and class-aware NMS (numpy + OpenCV).
+"""Images in, detections out, for YOLO detectors (numpy + OpenCV, torch-free).
 
-One torch-free module shared by :class:`edge_mlla.Detector`, INT8 calibration and evaluation, so every
-path feeds the model the same pixels and reads its output the same way. The letterbox and box
+The one owner of image knowledge: which files are images (:data:`IMAGE_SUFFIXES`, :func:`list_images`),
+reading them (:func:`read_image`: truncated/corrupt files are caught), turning user arrays into BGR uint8
+(:func:`as_bgr`: gray, alpha, 16-bit), the input-size parser every command uses (:func:`parse_imgsz`),
+letterbox (prediction) and the validator's resize (evaluation), box decode and class-aware NMS. Shared by
+:class:`edge_mlla.Detector`, INT8 calibration and evaluation, so every path feeds the model the same pixels and
+reads its output the same way. The letterbox and box
 rescaling follow Ultralytics' ``LetterBox`` and ``scale_boxes`` exactly (same rounding), so boxes match
 ``ultralytics.YOLO(...).predict`` to well under a pixel.
 
@@ -20,17 +24,205 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
-from edge_mlla.errors import ConfigError, ModelFileError, ShapeError
+from edge_mlla.errors import ConfigError, ImageReadError, InputTypeError, MissingFileError, ModelFileError, ShapeError
 from edge_mlla.results import Detections
 
+LOGGER = logging.getLogger("edge_mlla")
 PAD_VALUE = 114  # Ultralytics' letterbox grey
 MAX_NMS = 30000  # candidates kept for NMS per image, as Ultralytics
+#: every still-image suffix OpenCV's imread decodes (matched case-insensitively)
+IMAGE_SUFFIXES = (".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".avif", ".pbm", ".pgm",
+                  ".ppm", ".pxm", ".pnm", ".pfm", ".sr", ".ras", ".tif", ".tiff", ".exr", ".hdr", ".pic")  # fmt: skip
+
+
+class ImageReadWarning(UserWarning):
+    """An image decoded only partly (truncated or corrupt file) and was used anyway (``strict=False``)."""
+
+
+# ------------------------------------------------------------------------------------------------ image files
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True for a file whose suffix OpenCV reads as a still image (any case: ``.JPG``, ``.jpeg``, ``.Png``).
+
+    Example:
+        >>> is_image_file("a.JPG"), is_image_file("b.jpeg"), is_image_file("c.txt")
+        (True, True, False)
+    """
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` (sorted; sub-folders too when ``recursive``), by :func:`is_image_file`.
+
+    Raises MissingFileError when ``folder`` is not an existing folder. An empty list is returned as is:
+    callers decide whether "no images" is an error.
+    """
+    p = Path(folder)
+    if not p.is_dir():
+        raise MissingFileError(f"image folder not found: {p}")
+    files = p.rglob("*") if recursive else p.iterdir()
+    return sorted(f for f in files if f.is_file() and is_image_file(f))
+
+
+def _truncated(data: bytes) -> str | None:
+    """Why an encoded JPEG/PNG is incomplete (its end marker is missing), else None. Other formats: None."""
+    if data[:2] == b"\xff\xd8":  # JPEG: the EOI marker ends the file (entropy data never holds FF D9)
+        return None if b"\xff\xd9" in data[-1024:] else "JPEG end-of-image marker missing (file truncated?)"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return None if b"IEND" in data[-64:] else "PNG IEND chunk missing (file truncated?)"
+    return None
+
+
+def read_image(path: str | os.PathLike, strict: bool = True) -> np.ndarray:
+    """Read an image file as BGR uint8 HxWx3 (16-bit files are scaled to 8 bits, alpha dropped, gray expanded).
+
+    A truncated or corrupt JPEG/PNG (which OpenCV decodes partly, printing only a libjpeg line to stderr) raises
+    :class:`ImageReadError` with ``strict=True`` (default); with ``strict=False`` the partial image is used and an
+    :class:`ImageReadWarning` is issued.
+
+    Raises MissingFileError (no such file), ImageReadError (a folder, undecodable, or truncated when strict).
+
+    Example:
+        >>> read_image("missing.jpg")
+        Traceback (most recent call last):
+        ...
+        edge_mlla.errors.MissingFileError: image file not found: missing.jpg
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ImageReadError(f"{p} is a folder, not an image file (pass the files, or a folder where a command takes one)")
+    if not p.is_file():
+        raise MissingFileError(f"image file not found: {p}")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"{p} could not be read: {e}") from e
+    why = _truncated(data)
+    if why and strict:
+        raise ImageReadError(f"{p}: {why}; pass strict=False to use the partly decoded image")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if img is None and why:  # imdecode refuses truncated data; imread decodes what is there
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageReadError(
+            f"{p} could not be decoded as an image (OpenCV reads {', '.join(s[1:] for s in IMAGE_SUFFIXES[:8])}, ...)"
+        )
+    if why:
+        warnings.warn(f"{p}: {why}; using the partly decoded image", ImageReadWarning, stacklevel=2)
+    return as_bgr(img)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:  # full 16-bit range -> 8 bits, rounded (x / 257): 65535 -> 255, 257 -> 1
+        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if image.dtype == bool:
+        return image.astype(np.uint8) * 255
+    if np.issubdtype(image.dtype, np.floating):
+        raise ShapeError(
+            f"image dtype is {image.dtype}; expected uint8 (BGR, 0..255) or uint16. A float image in [0, 1] converts "
+            "with (img * 255).round().clip(0, 255).astype(np.uint8)"
+        )
+    raise ShapeError(f"image dtype is {image.dtype}; expected uint8 (BGR, 0..255) or uint16 (0..65535)")
+
+
+def as_bgr(image: Any, rgb: bool = False, strict: bool = True) -> np.ndarray:
+    """Validate one user image and return it as a contiguous BGR (or RGB when ``rgb``) uint8 HxWx3 array.
+
+    Gray (HxW, HxWx1) becomes 3-channel; BGRA/RGBA drops alpha; uint16 is scaled to 8 bits (``x / 257``,
+    rounded); a path is read with :func:`read_image` (``strict`` applies to it).
+
+    Example:
+        >>> import numpy as np
+        >>> as_bgr(np.zeros((4, 6), np.uint8)).shape
+        (4, 6, 3)
+        >>> int(as_bgr(np.full((2, 2, 3), 65535, np.uint16)).max())
+        255
+        >>> as_bgr(np.zeros((4, 6, 3), np.float32))
+        Traceback (most recent call last):
+        ...
+        edge_mlla.errors.ShapeError: image dtype is float32; expected uint8 (BGR, 0..255) or uint16. A float image in [0, 1] converts with (img * 255).round().clip(0, 255).astype(np.uint8)
+    """
+    if image is None:
+        raise InputTypeError("image is None; expected a BGR uint8 HxWx3 array, an image path, or a list of them")
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image, strict=strict)
+    if not isinstance(image, np.ndarray):
+        raise InputTypeError(
+            f"image has type {type(image).__name__}; expected a BGR uint8 HxWx3 numpy array, an image path, or a list of them"
+        )
+    if image.size == 0:
+        raise ShapeError(f"image is empty (shape {image.shape}); expected a BGR uint8 HxWx3 array with H, W >= 1")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise ShapeError(
+            f"image has shape {image.shape}; expected HxWx3 BGR (also accepted: HxW gray, HxWx4 BGRA, NxHxWx3 batch)"
+        )
+    image = _to_uint8(image)
+    if image.ndim == 2:
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGBA2RGB if rgb else cv2.COLOR_BGRA2BGR)
+    return np.ascontiguousarray(image)
+
+
+# ---------------------------------------------------------------------------------------------------- imgsz
+def parse_imgsz(value: Any, stride: int | None = None, what: str = "imgsz") -> tuple[int, int]:
+    """The one input-size parser of the library and every command: ``640``, ``"640"``, ``"192x640"``,
+    ``"192,640"``, ``"192 640"``, ``(192, 640)`` or ``[640]`` -> (height, width). With ``stride``, each side must
+    be a multiple of it (the error suggests the next valid size).
+
+    Example:
+        >>> parse_imgsz("192x640"), parse_imgsz("192 640"), parse_imgsz(320), parse_imgsz(["256", "320"])
+        ((192, 640), (192, 640), (320, 320), (256, 320))
+        >>> parse_imgsz("200x640", stride=32)
+        Traceback (most recent call last):
+        ...
+        edge_mlla.errors.ConfigError: imgsz 200x640 (height x width) is not valid: each side must be a multiple of the model's max stride 32 (e.g. 224x640)
+    """
+    vals: list[Any]
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(f"{what} must be an int or (height, width), got {value!r}")
+    if isinstance(value, str):
+        vals = [v for v in re.split(r"[\sx,X*]+", value.strip()) if v]
+    elif isinstance(value, (int, np.integer)):
+        vals = [value]
+    elif isinstance(value, (list, tuple)):
+        vals = list(value)
+    else:
+        raise ConfigError(f"{what} must be an int, 'HxW' or (height, width), got {type(value).__name__}")
+    try:
+        ints = [int(v) for v in vals]
+        if any(isinstance(v, bool) or (isinstance(v, float) and not float(v).is_integer()) for v in vals):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be N, 'HxW', 'H,W' or 'H W' with integers, got {value!r}") from None
+    if len(ints) == 1:
+        ints = ints * 2
+    if len(ints) != 2 or min(ints) <= 0:
+        raise ConfigError(f"{what} must be one or two positive integers (height, width), got {value!r}")
+    h, w = ints
+    if stride and (h % stride or w % stride):
+        up = (-(-h // stride) * stride, -(-w // stride) * stride)
+        raise ConfigError(
+            f"{what} {h}x{w} (height x width) is not valid: each side must be a multiple of the model's max stride "
+            f"{stride} (e.g. {up[0]}x{up[1]})"
+        )
+    return h, w
 
 
 @dataclass(frozen=True)
@@ -47,29 +239,19 @@ class LetterboxMeta:
     pad: tuple[int, int]
 
 
-def _pair(size: int | Sequence[int], what: str = "imgsz") -> tuple[int, int]:
-    if isinstance(size, (int, np.integer)):
-        size = (int(size), int(size))
-    try:
-        h, w = (int(v) for v in size)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{what} must be an int or (height, width), got {size!r}") from e
-    if h <= 0 or w <= 0:
-        raise ConfigError(f"{what} must be positive, got {(h, w)}")
-    return h, w
-
-
 def letterbox(
     image: np.ndarray,
     new_shape: int | Sequence[int] = 640,
     stride: int = 32,
     auto: bool = False,
     pad_value: int = PAD_VALUE,
+    scaleup: bool = True,
 ) -> tuple[np.ndarray, LetterboxMeta]:
     """Resize ``image`` (HxWxC uint8) keeping its aspect ratio and pad it to ``new_shape`` (height, width).
 
     With ``auto=True`` the padding is reduced to the smallest multiple of ``stride`` (for models with
-    dynamic input size). Rounding is Ultralytics': each resized side is at least 1 pixel.
+    dynamic input size); ``scaleup=False`` never enlarges (the validator's setting). Rounding is Ultralytics':
+    each resized side is at least 1 pixel.
 
     Example:
         >>> import numpy as np
@@ -78,8 +260,10 @@ def letterbox(
         ((320, 320, 3), (0.5, 0.5), (0, 40))
     """
     oh, ow = image.shape[:2]
-    nh, nw = _pair(new_shape, "new_shape")
+    nh, nw = parse_imgsz(new_shape, what="new_shape")
     r = min(nh / oh, nw / ow)
+    if not scaleup:
+        r = min(r, 1.0)
     uw, uh = max(round(ow * r), 1), max(round(oh * r), 1)
     dw, dh = nw - uw, nh - uh
     if auto:
@@ -100,6 +284,32 @@ def letterbox(
     return image, meta
 
 
+def val_letterbox(image: np.ndarray, new_shape: int | Sequence[int] = 640) -> tuple[np.ndarray, LetterboxMeta]:
+    """Ultralytics' *validator* preprocessing (``BaseDataset.load_image`` + ``LetterBox(scaleup=False)``): resize the
+    long side to ``max(new_shape)`` with each side rounded **up** (``ceil``), then letterbox into ``new_shape``
+    without enlarging. Prediction's :func:`letterbox` rounds to nearest in one step, so a 1242x375 image becomes
+    640x193 there and 640x194 here; mAP must be scored on this one to equal ``YOLO(f).val``.
+
+    Example:
+        >>> import numpy as np
+        >>> img, meta = val_letterbox(np.zeros((375, 1242, 3), np.uint8), 640)
+        >>> img.shape, round(meta.gain[0] * 375, 6)
+        ((640, 640, 3), 194.0)
+    """
+    h0, w0 = image.shape[:2]
+    nh, nw = parse_imgsz(new_shape, what="new_shape")
+    m = max(nh, nw)
+    r = m / max(h0, w0)
+    im = image
+    if r != 1:
+        w1, h1 = min(math.ceil(w0 * r), m), min(math.ceil(h0 * r), m)
+        im = cv2.resize(image, (w1, h1), interpolation=cv2.INTER_LINEAR)
+    h1, w1 = im.shape[:2]
+    out, meta = letterbox(im, (nh, nw), scaleup=False)
+    uh, uw = meta.gain[0] * h1, meta.gain[1] * w1  # unpadded size after both resizes
+    return out, LetterboxMeta((h0, w0), meta.input_shape, (round(uh) / h0, round(uw) / w0), meta.pad)
+
+
 def preprocess(
     images: Sequence[np.ndarray],
     imgsz: int | Sequence[int],
@@ -107,12 +317,16 @@ def preprocess(
     auto: bool = False,
     rgb: bool = False,
     batch_size: int | None = None,
+    validator: bool = False,
+    layout: str = "nchw",
 ) -> tuple[np.ndarray, list[LetterboxMeta]]:
     """Letterbox BGR uint8 HxWx3 images into one float32 NCHW RGB batch in [0, 1].
 
     ``rgb=True`` says the images are already RGB. ``batch_size`` pads the batch with grey frames up to
-    a fixed model batch (the metas list only covers the real images). Images must already be 3-channel
-    uint8 (:func:`edge_mlla.detector.as_bgr` converts and validates user input).
+    a fixed model batch (the metas list only covers the real images). ``validator=True`` resizes as Ultralytics'
+    validator does (:func:`val_letterbox`) instead of prediction's letterbox. ``layout="nhwc_u8"`` stops after the
+    letterbox: a BGR uint8 (N, H, W, 3) batch for backends that convert in their graph (OpenVINO's fused
+    preprocessing). Images must already be 3-channel uint8 (:func:`as_bgr` converts and validates user input).
 
     Example:
         >>> import numpy as np
@@ -122,7 +336,10 @@ def preprocess(
     """
     if len(images) == 0:
         raise ShapeError("preprocess got no images; expected at least one HxWx3 uint8 image")
-    boxed = [letterbox(im, imgsz, stride, auto) for im in images]
+    if validator:
+        boxed = [val_letterbox(im, imgsz) for im in images]
+    else:
+        boxed = [letterbox(im, imgsz, stride, auto) for im in images]
     shapes = {b[0].shape for b in boxed}
     if len(shapes) != 1:  # only possible with auto=True on images of different aspect ratios
         h = max(s[0] for s in shapes)
@@ -130,6 +347,14 @@ def preprocess(
         boxed = [letterbox(im, (h, w), stride, False) for im in images]
     n = max(len(boxed), batch_size or 0)
     h, w = boxed[0][0].shape[:2]
+    if layout == "nhwc_u8":
+        out = np.empty((n, h, w, 3), np.uint8)
+        for i, (img, _) in enumerate(boxed):
+            out[i] = img[..., ::-1] if rgb else img  # the graph takes BGR
+        out[len(boxed) :] = PAD_VALUE
+        return out, [b[1] for b in boxed]
+    if layout != "nchw":
+        raise ConfigError(f"layout must be 'nchw' or 'nhwc_u8', got {layout!r}")
     batch = np.empty((n, 3, h, w), np.float32)
     for i, (img, _) in enumerate(boxed):
         chw = img.transpose(2, 0, 1)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from edge_mlla.errors import ConfigError, ModelFileError, ShapeError
-from edge_mlla.quantize._model import file_size, inspect_source, resolve_output, resolve_source
+from edge_mlla.quantize._model import file_size, resolve_output, resolve_source
 from edge_mlla.quantize.calibration import CalibrationSet, load_calibration
 from edge_mlla.quantize.report import ModelStats, QuantizeReport
 from edge_mlla.quantize.scope import DEFAULT_GROUPS, GROUPS, ScopePolicy
@@ -125,19 +125,18 @@ def quantize(
     # ---- validate everything before any slow work
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    from edge_mlla.metadata import parse_metadata
+    from edge_mlla.modelfile import parse_metadata
 
     policy = ScopePolicy.parse(scope)
-    src_path = resolve_source(model)
-    src = inspect_source(src_path)
+    src = resolve_source(model)
+    src_path = src.path
     if src.quantized:
         raise ModelFileError(f"{src_path.name} is already quantized (INT8 ops or precision 'int8' in its metadata); "
                              "quantize the FP32 export instead")  # fmt: skip
     if backend == "onnxruntime" and src.format != "onnx":
         raise ModelFileError(f"backend 'onnxruntime' needs an .onnx model, got {src_path.name!r}; "
                              "quantize the .onnx export, or use backend='openvino'")  # fmt: skip
-    src_precision = str(parse_metadata(src.metadata).precision or "fp32").lower()
-    if backend == "onnxruntime" and src_precision in ("fp16", "f16"):
+    if backend == "onnxruntime" and src.precision == "f16":
         raise ModelFileError(f"{src_path.name} is an fp16 export; ONNX Runtime quantizes float32 graphs: "
                              "quantize the FP32 export (export without --half)")  # fmt: skip
     if max_drop is not None:
@@ -148,11 +147,9 @@ def quantize(
         if val is None:
             raise ConfigError("max_drop needs validation data: pass val= (a data.yaml or bundled dataset name)")
     if val is not None:  # MissingFileError / DatasetError now, not after calibration
-        from edge_mlla.data import load_data_yaml
-        from edge_mlla.errors import DatasetError
+        from edge_mlla.data import validate_dataset
 
-        if val_split not in load_data_yaml(val):
-            raise DatasetError(f"validation data {val} has no {val_split!r} split")
+        validate_dataset(val, splits=(val_split,))
     if latency_runs < 0:
         raise ConfigError(f"latency_runs must be >= 0, got {latency_runs}")
     info = parse_metadata(src.metadata)
@@ -181,7 +178,7 @@ def quantize(
 
             vitems = vfn = None
             if max_drop is not None:
-                vitems, vfn = _accuracy_control_data(val, val_split, val_limit, hw, info)
+                vitems, vfn = _accuracy_control_data(val, val_split, val_limit, hw, info, src.batch)
             details = quantize_openvino(src, cal, out, policy, preset=preset, fast_bias_correction=fast_bias_correction,
                                         max_drop=max_drop, validation_items=vitems, validation_fn=vfn)  # fmt: skip
         else:
@@ -261,24 +258,16 @@ def measure_latency(
     return statistics.median(times) * 1000.0
 
 
-def _accuracy_control_data(val: Any, split: str, limit: int | None, hw: tuple[int, int], info: Any):
-    """Validation items + ``fn(run, items) -> mAP50-95`` for NNCF accuracy control (our metric, Detector's ops)."""
-    from edge_mlla.eval import MeanAP, load_samples
-    from edge_mlla.ops import postprocess, preprocess
+def _accuracy_control_data(val: Any, split: str, limit: int | None, hw: tuple[int, int], info: Any, batch: int):
+    """Validation items + ``fn(run, items) -> mAP50-95`` for NNCF accuracy control: :func:`edge_mlla.eval.score_model`,
+    the same scoring :func:`edge_mlla.eval.evaluate` reports with, so the budget and the report agree."""
+    from edge_mlla.eval import load_samples, score_model
 
     samples, names = load_samples(val, split, limit)
-    if not samples:
-        raise ConfigError(f"max_drop needs validation images; {val} {split} has none")
+    names = info.names or names
 
     def fn(run: Any, items: list) -> float:
-        from edge_mlla.detector import as_bgr
-
-        acc = MeanAP()
-        for s in items:
-            x, metas = preprocess([as_bgr(s.image)], hw, info.stride)
-            d = postprocess(np.asarray(run(x)), metas, conf=0.001, iou=0.7, max_det=300, nc=len(info.names) or None)[0]
-            acc.update(d.xyxy, d.confidence, d.class_id, s.boxes, s.classes)
-        return acc.compute()["mAP50-95"]
+        return score_model(run, items, hw, info.stride, names, batch=batch)["mAP50-95"]
 
     return samples, fn
 

@@ -1,5 +1,5 @@
 """Calibration data for INT8 quantization: images from a folder, a video, a data.yaml or arrays, preprocessed
-exactly as :class:`edge_mlla.Detector` preprocesses them (its own :func:`edge_mlla.detector.as_bgr` and
+exactly as :class:`edge_mlla.Detector` preprocesses them (its own :func:`edge_mlla.ops.as_bgr` and
 :func:`edge_mlla.ops.preprocess`; nothing is re-implemented here).
 
 Sources (``load_calibration(source, ...)``):
@@ -43,7 +43,6 @@ from edge_mlla.errors import (
 
 LOGGER = logging.getLogger("edge_mlla")
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 
 
@@ -74,7 +73,7 @@ class CalibrationSet:
 
     def images(self) -> Iterator[np.ndarray]:
         """The calibration images (BGR uint8 HxWx3), in order."""
-        from edge_mlla.detector import as_bgr
+        from edge_mlla.ops import as_bgr
 
         if self.kind == "video":
             yield from _video_frames(Path(self.source), set(self.items))
@@ -116,13 +115,12 @@ def _pick(n: int, k: int) -> list[int]:
 
 def _warn_few(found: int, subset_size: int, what: str) -> None:
     msg = f"calibration: {what} has {found} usable image(s), fewer than subset_size={subset_size}; using all {found}"
-    warnings.warn(msg, CalibrationWarning, stacklevel=3)
-    LOGGER.warning(msg)
+    warnings.warn(msg, CalibrationWarning, stacklevel=3)  # once: the CLI routes warnings through logging
 
 
 def _from_files(files: list[Path], subset_size: int, what: str) -> tuple[list[Path], list[tuple[str, str]]]:
     """Check files in an evenly spread order until ``subset_size`` decode; corrupt ones are skipped and counted."""
-    from edge_mlla.detector import as_bgr
+    from edge_mlla.ops import as_bgr
 
     order = _pick(len(files), subset_size)
     chosen = set(order)
@@ -151,13 +149,13 @@ def _from_files(files: list[Path], subset_size: int, what: str) -> tuple[list[Pa
 
 
 def _folder_images(folder: Path) -> list[Path]:
+    from edge_mlla.ops import list_images
+
     if not any(folder.iterdir()):
-        raise DatasetError(f"calibration folder {folder} is empty; expected images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        raise DatasetError(f"calibration folder {folder} is empty; expected image files (jpg, png, bmp, tif, webp, ...)")
+    files = list_images(folder, recursive=True)
     if not files:
-        raise DatasetError(
-            f"calibration folder {folder} has no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, recursively)"
-        )
+        raise DatasetError(f"calibration folder {folder} has no images (looked for any image suffix OpenCV reads, recursively)")
     return files
 
 
@@ -206,7 +204,7 @@ def _video_items(path: Path, subset_size: int, every: int | None) -> tuple[list[
 
 
 def _check_array(a: Any, i: int) -> np.ndarray:
-    from edge_mlla.detector import as_bgr
+    from edge_mlla.ops import as_bgr
 
     if not isinstance(a, np.ndarray):
         raise InputTypeError(f"calibration array {i} has type {type(a).__name__}; expected a BGR uint8 HxWx3 numpy array")
@@ -249,9 +247,9 @@ def load_calibration(
         raise ConfigError(f"subset_size must be a positive int, got {subset_size!r}")
     if every is not None and (not isinstance(every, int) or every < 1):
         raise ConfigError(f"every must be a positive int (take every k-th video frame), got {every!r}")
-    hw = (int(imgsz), int(imgsz)) if isinstance(imgsz, (int, np.integer)) else tuple(int(v) for v in imgsz)
-    if len(hw) != 2 or min(hw) <= 0:
-        raise ConfigError(f"imgsz must be an int or (height, width), got {imgsz!r}")
+    from edge_mlla.ops import IMAGE_SUFFIXES, parse_imgsz
+
+    hw = parse_imgsz(imgsz)
     base = dict(imgsz=hw, stride=int(stride), batch=int(batch), requested=subset_size)
 
     if isinstance(source, np.ndarray) or (isinstance(source, (list, tuple)) and source
@@ -276,17 +274,13 @@ def load_calibration(
             "a data.yaml, a bundled dataset name, or numpy arrays"
         )
 
-    from edge_mlla.data import BUNDLED, load_data_yaml
+    from edge_mlla.data import BUNDLED, split_images, validate_dataset
 
     path = Path(source)
     if str(source) in BUNDLED or path.suffix.lower() in (".yaml", ".yml"):
-        d = load_data_yaml(source)
-        train = d.get("train")
-        if train is None:
-            raise DatasetError(f"{d['yaml']} has no 'train' split to calibrate on")
-        if not Path(train).is_dir():
-            raise DatasetError(f"{d['yaml']}: train split {train} is not a folder of images")
-        good, skipped = _from_files(_folder_images(Path(train)), subset_size, f"{d['yaml']} (train: {train})")
+        d = validate_dataset(source, splits=("train",), check_labels=False)  # calibration needs images only
+        train = d["train"]
+        good, skipped = _from_files(split_images(d, "train"), subset_size, f"{d['yaml']} (train: {train})")
         return CalibrationSet(kind="data.yaml", source=str(d["yaml"]), items=good, skipped=skipped, **base)
     if not path.exists():
         raise MissingFileError(f"calibration source not found: {path} (expected an image folder, video, or data.yaml)")

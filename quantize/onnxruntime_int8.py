@@ -31,9 +31,11 @@ from typing import Any
 import numpy as np
 
 from edge_mlla.errors import ConfigError, ModelFileError, QuantizationError
-from edge_mlla.quantize._model import SourceModel, atomic_write, int8_metadata
+from edge_mlla.modelfile import ModelFile, int8_metadata, write_onnx_metadata
+from edge_mlla.quantize._model import atomic_write
 from edge_mlla.quantize.calibration import CalibrationSet
-from edge_mlla.quantize.scope import ScopePolicy, read_graph
+from edge_mlla.graph import read_graph
+from edge_mlla.quantize.scope import ScopePolicy
 
 LOGGER = logging.getLogger("edge_mlla")
 
@@ -99,7 +101,7 @@ def _method(name: str):
 
 
 def quantize_onnxruntime(
-    src: SourceModel,
+    src: ModelFile,
     calib: CalibrationSet,
     output: Path,
     policy: ScopePolicy,
@@ -184,11 +186,7 @@ def quantize_onnxruntime(
             "dequantize_linear_nodes": n_dq,
             "calibration": calib.summary(),
         }
-        md = int8_metadata(src.metadata, details)
-        del qmodel.metadata_props[:]
-        for k, v in md.items():
-            p = qmodel.metadata_props.add()
-            p.key, p.value = k, v
+        write_onnx_metadata(qmodel, int8_metadata(src.metadata, details))
         onnx.save(qmodel, str(qtmp))
         sample = next(iter(calib))
         _check_runs_ort(qtmp, src.input_name, sample)

@@ -24,10 +24,11 @@ import numpy as np
 
 from edge_mlla._env import setup_offline
 from edge_mlla.errors import ConfigError, QuantizationError
-from edge_mlla.metadata import attach_openvino_metadata, write_metadata_yaml
-from edge_mlla.quantize._model import SourceModel, atomic_write, int8_metadata
+from edge_mlla.modelfile import ModelFile, attach_openvino_metadata, int8_metadata, write_metadata_yaml
+from edge_mlla.quantize._model import atomic_write
 from edge_mlla.quantize.calibration import CalibrationSet
-from edge_mlla.quantize.scope import ScopePolicy, read_graph
+from edge_mlla.graph import read_graph
+from edge_mlla.quantize.scope import ScopePolicy
 
 LOGGER = logging.getLogger("edge_mlla")
 
@@ -42,7 +43,7 @@ def _nncf():
 
 
 def quantize_openvino(
-    src: SourceModel,
+    src: ModelFile,
     calib: CalibrationSet,
     output: Path,
     policy: ScopePolicy,

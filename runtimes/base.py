@@ -4,7 +4,7 @@ A backend runs one model file: numpy in, numpy out. It is narrow on purpose:
 
 * ``__init__(path, device=None, precision=None, **options)`` loads the file for a device and precision;
 * ``inputs`` / ``outputs`` describe the tensors (:class:`TensorSpec`), ``metadata`` is the file's own
-  ``str -> str`` metadata (see :mod:`edge_mlla.metadata`);
+  ``str -> str`` metadata (see :mod:`edge_mlla.modelfile`);
 * ``infer(batch) -> list[np.ndarray]`` runs it, and is safe to call from several threads;
 * ``close()`` releases it (backends are also context managers).
 
@@ -30,34 +30,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edge_mlla.errors import BackendUnavailableError, ConfigError, MissingFileError, ModelFileError, ShapeError
+from edge_mlla.errors import BackendUnavailableError, ConfigError, ModelFileError, ShapeError
+from edge_mlla.modelfile import (  # noqa: F401  (re-exported: the precision vocabulary and file resolution live there)
+    PRECISIONS,
+    model_suffix,
+    normalize_precision,
+    resolve_model_file,
+)
 
 LOGGER = logging.getLogger("edge_mlla.runtimes")
-
-#: canonical precision names, and what users may type for them
-PRECISIONS = ("f32", "bf16", "f16", "int8")
-_ALIASES = {
-    "f32": "f32", "fp32": "f32", "float32": "f32", "float": "f32",
-    "bf16": "bf16", "bfloat16": "bf16",
-    "f16": "f16", "fp16": "f16", "float16": "f16", "half": "f16",
-    "int8": "int8", "i8": "int8", "u8": "int8",
-}
-
-
-def normalize_precision(precision: str | None) -> str | None:
-    """Canonical precision name (``f32``, ``bf16``, ``f16``, ``int8``) or None.
-
-    Example:
-        >>> normalize_precision("FP16"), normalize_precision(None)
-        ('f16', None)
-    """
-    if precision is None:
-        return None
-    key = str(precision).strip().lower()
-    if key not in _ALIASES:
-        raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    return _ALIASES[key]
-
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -84,7 +65,20 @@ class Backend(ABC):
     priority: ClassVar[int] = 100
 
     device: str
+    #: what ``infer`` takes: ``"nchw"`` (float32 RGB in [0, 1], (B, 3, H, W), the export layout) or ``"nhwc_u8"``
+    #: (letterboxed BGR uint8 images as OpenCV holds them, (B, H, W, 3); the backend converts them in its graph)
+    input_layout: str = "nchw"
+    #: what the model computes in: ``f32``, ``bf16``, ``f16``, or ``int8`` for a quantized model
     precision: str
+
+    @property
+    def float_precision(self) -> str:
+        """The precision of the ops that are not INT8 (for a float model, ``precision`` itself)."""
+        return getattr(self, "_float_precision", None) or ("f32" if self.precision == "int8" else self.precision)
+
+    @float_precision.setter
+    def float_precision(self, value: str) -> None:
+        self._float_precision = value
 
     @classmethod
     @abstractmethod
@@ -263,28 +257,6 @@ def get_backend(name: str) -> type[Backend]:
     if name not in known:
         raise ConfigError(f"unknown backend {name!r}; known backends: {', '.join(sorted(known))}")
     return known[name]
-
-
-def model_suffix(path: str | Path) -> str:
-    """The suffix a model file is dispatched on (``.xml``, ``.onnx``, ``.pt``); a folder holding one ``.xml`` counts as ``.xml``."""
-    p = Path(path)
-    if p.is_dir():
-        xmls = sorted(p.glob("*.xml"))
-        if len(xmls) == 1:
-            return ".xml"
-        raise ModelFileError(f"{p} is a folder with {len(xmls)} .xml files; expected exactly one OpenVINO model")
-    return p.suffix.lower()
-
-
-def resolve_model_file(path: str | Path) -> Path:
-    """The model file for ``path``: the path itself, or the single ``.xml`` inside an OpenVINO export folder."""
-    p = Path(path)
-    if not p.exists():
-        raise MissingFileError(f"model file not found: {p}")
-    if p.is_dir():
-        model_suffix(p)
-        return next(p.glob("*.xml"))
-    return p
 
 
 def select_backend(path: str | Path, backend: str = "auto") -> type[Backend]:

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from edge_mlla.errors import BackendUnavailableError, ConfigError
-from edge_mlla.runtimes.base import normalize_precision, register
-from edge_mlla.runtimes.onnxruntime import _import_ort, _OrtSession, file_precision, session_options
+from edge_mlla.modelfile import normalize_precision
+from edge_mlla.runtimes.base import register
+from edge_mlla.runtimes.onnxruntime import _import_ort, _OrtSession, session_options
 
 CUDA_EP = "CUDAExecutionProvider"
 TRT_EP = "TensorrtExecutionProvider"
@@ -230,18 +231,19 @@ class CudaBackend(_OrtSession):
 
 
 def _peek_file_precision(path: str | Path) -> str:
-    """The precision of an ONNX file from its metadata and input dtype, without a GPU session."""
+    """The precision of an ONNX file (``int8`` for QDQ, else the recorded or input float type), without a GPU session."""
+    from edge_mlla.modelfile import file_precision as recorded_precision
+    from edge_mlla.modelfile import inspect_model
+
+    mf = inspect_model(path)
+    if mf.quantized:
+        return "int8"
+    return recorded_precision(mf.metadata, _input_dtype(mf.path))
+
+
+def _input_dtype(path: Path) -> np.dtype:
     import onnx
 
-    from edge_mlla.runtimes.base import resolve_model_file
-
-    p = resolve_model_file(path)
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as e:
-        from edge_mlla.errors import ModelFileError
-
-        raise ModelFileError(f"{p} is not a readable ONNX model: {e}") from e
-    md = {prop.key: prop.value for prop in model.metadata_props}
+    model = onnx.load(str(path), load_external_data=False)
     elem = model.graph.input[0].type.tensor_type.elem_type if model.graph.input else 1
-    return file_precision(md, np.dtype(np.float16) if elem == 10 else np.dtype(np.float32))
+    return np.dtype(np.float16) if elem == onnx.TensorProto.FLOAT16 else np.dtype(np.float32)

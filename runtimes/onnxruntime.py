@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from edge_mlla.errors import BackendUnavailableError, ConfigError, ModelFileError
-from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, normalize_precision, register, resolve_model_file
+from edge_mlla.modelfile import file_precision, normalize_precision, resolve_model_file
+from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, register
 
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 _ORT_DTYPES = {
@@ -44,19 +44,6 @@ def _import_ort() -> Any:
 def _spec(arg: Any) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)
     return TensorSpec(arg.name, shape, np.dtype(_ORT_DTYPES.get(arg.type, np.float32)))
-
-
-def file_precision(metadata: dict[str, str], input_dtype: np.dtype) -> str:
-    """The precision an ONNX file computes in: our exporter's record, else its input dtype."""
-    ours = metadata.get("edge_mlla")
-    if ours:
-        try:
-            recorded = normalize_precision(json.loads(ours).get("precision"))
-        except (ValueError, AttributeError, Exception):
-            recorded = None
-        if recorded:
-            return recorded
-    return "f16" if input_dtype == np.float16 else "f32"
 
 
 def session_options(ort: Any, threads: int | None, inter_threads: int | None, graph_optimization: str) -> Any:
@@ -85,7 +72,7 @@ class _OrtSession(AsyncBackend):
 
     def _open(self, path: str | Path, providers: list, so: Any, workers: int) -> None:
         ort = _import_ort()
-        path = resolve_model_file(path)
+        path = resolve_model_file(path, (".onnx",))
         try:
             self._session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as e:

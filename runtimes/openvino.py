@@ -1,8 +1,10 @@
 """OpenVINO backend: ``.xml`` IR (and ``.onnx``) on CPU, GPU, NPU or AUTO, with an explicit precision hint.
 
-OpenVINO runs an FP32 model in bf16 on CPUs that support it unless told
-``INFERENCE_PRECISION_HINT=f32``; this backend always sets the hint (default ``f32``) and reports the
-precision the compiled model actually uses in ``backend.precision``.
+``precision=None`` (the default) runs the fastest precision the device computes natively
+(:func:`native_precision`): bf16 on CPUs with AMX or AVX-512 BF16, f32 on other CPUs, f16 on GPUs and NPUs. The
+hint is always set explicitly and the compiled model is asked what it really uses, which ``backend.precision``
+reports (``precision="f32"`` gives exact parity on any CPU). An INT8 IR reports ``int8``; its float ops run in
+``backend.float_precision``.
 
 Example:
     >>> from edge_mlla.runtimes.openvino import OpenVINOBackend
@@ -21,12 +23,31 @@ from typing import Any
 import numpy as np
 
 from edge_mlla.errors import BackendUnavailableError, ConfigError, ModelFileError
-from edge_mlla.metadata import read_openvino_metadata
-from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, normalize_precision, register, resolve_model_file
+from edge_mlla.modelfile import normalize_precision, read_openvino_metadata, resolve_model_file
+from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, register
 
 _DEVICES = ("CPU", "GPU", "NPU", "AUTO", "HETERO", "MULTI")
 _HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "cumulative_throughput": "CUMULATIVE_THROUGHPUT"}
 _PRECISION_CAPS = {"bf16": "BF16", "f16": "FP16"}  # OPTIMIZATION_CAPABILITIES a device needs for the hint
+_QUANT_OPS = ("FakeQuantize", "FakeConvert")
+
+
+def native_precision(device: str, capabilities: list[str] | tuple[str, ...]) -> str:
+    """The fastest precision ``device`` computes natively, from its ``OPTIMIZATION_CAPABILITIES``.
+
+    Example:
+        >>> native_precision("CPU", ["FP32", "INT8", "BF16"]), native_precision("CPU", ["FP32", "INT8"])
+        ('bf16', 'f32')
+        >>> native_precision("GPU.0", ["FP32", "FP16", "INT8"]), native_precision("NPU", [])
+        ('f16', 'f16')
+    """
+    base = device.split(".")[0].split(":")[0].upper()
+    caps = {str(c).upper() for c in capabilities}
+    if base == "CPU":
+        return "bf16" if "BF16" in caps else "f32"
+    if base in ("GPU", "NPU"):
+        return "f16" if "FP16" in caps or base == "NPU" else "f32"
+    return "f32"
 
 
 def _import_ov() -> Any:
@@ -38,6 +59,31 @@ def _import_ov() -> Any:
     return ov
 
 
+def _fusable(model: Any) -> bool:
+    """One f32 (B, 3, H, W) image input: the export layout whose preprocessing can move into the graph."""
+    if len(model.inputs) != 1:
+        return False
+    port = model.inputs[0]
+    shape = port.get_partial_shape()
+    return (port.get_element_type().get_type_name() == "f32" and shape.rank.is_static and shape.rank.get_length() == 4
+            and shape[1].is_static and shape[1].get_length() == 3)  # fmt: skip
+
+
+def _fuse_preprocess(ov: Any, model: Any) -> Any:
+    """Preprocessing inside the compiled model (OpenVINO ``PrePostProcessor``): the input becomes the letterboxed
+    BGR uint8 NHWC image as OpenCV holds it; the u8 -> f32 conversion, BGR -> RGB swap, 1/255 scale and NHWC -> NCHW
+    layout change run in the graph, fused into the first convolution's input, instead of ~1.5 ms of numpy per
+    640x640 frame (measured: ``benchmarks/bench_detector.py``)."""
+    from openvino.preprocess import ColorFormat, PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    inp = ppp.input(0)
+    inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.BGR)
+    inp.model().set_layout(ov.Layout("NCHW"))
+    inp.preprocess().convert_element_type(ov.Type.f32).convert_color(ColorFormat.RGB).scale(255.0)
+    return ppp.build()
+
+
 def _spec(port: Any) -> TensorSpec:
     shape = tuple(None if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
     name = next(iter(port.get_names()), "") if port.get_names() else ""
@@ -47,9 +93,13 @@ def _spec(port: Any) -> TensorSpec:
 @register
 class OpenVINOBackend(AsyncBackend):
     """OpenVINO Runtime. ``device``: CPU (default), GPU, NPU, AUTO (or ``GPU.1``, ``AUTO:GPU,CPU``);
-    ``precision``: f32 (default), bf16 or f16 — the inference precision hint, always set explicitly;
+    ``precision``: None (default: the device's native fastest, see :func:`native_precision`), f32, bf16 or f16 —
+    the inference precision hint, always set explicitly (``int8`` is accepted for an INT8 IR: its float ops then
+    run in the native precision);
     ``hint``: ``latency`` (default) or ``throughput``; ``jobs``: async requests in flight (default: the
-    device's optimal number); ``config``: extra OpenVINO properties; ``cache_dir``: compiled-model cache."""
+    device's optimal number); ``config``: extra OpenVINO properties; ``cache_dir``: compiled-model cache;
+    ``fused_preprocess`` (default True): the compiled model takes letterboxed BGR uint8 NHWC images and converts
+    them itself (``input_layout == "nhwc_u8"``); ``infer`` still accepts the float NCHW RGB batch too."""
 
     name = "openvino"
     suffixes = (".xml", ".onnx")
@@ -76,35 +126,37 @@ class OpenVINOBackend(AsyncBackend):
         jobs: int | None = None,
         config: dict[str, Any] | None = None,
         cache_dir: str | Path | None = None,
+        fused_preprocess: bool = True,
         **options: Any,
     ) -> None:
         if options:
-            raise ConfigError(f"openvino backend got unknown options {sorted(options)}; expected hint, jobs, config, cache_dir")
+            raise ConfigError(
+                f"openvino backend got unknown options {sorted(options)}; expected hint, jobs, config, cache_dir, "
+                "fused_preprocess"
+            )
         try:
             ov = _import_ov()
         except ImportError as e:
             raise BackendUnavailableError(f"openvino is not installed ({e}); pip install openvino") from e
         self._ov = ov
-        path = resolve_model_file(path)
+        path = resolve_model_file(path, (".xml", ".onnx"))
         device = (device or "CPU").upper()
         if device.split(".")[0].split(":")[0] not in _DEVICES:
             raise ConfigError(f"openvino device {device!r} is not one of {', '.join(_DEVICES[:4])} (optionally GPU.1, AUTO:GPU,CPU)")
         hint_key = str(hint).lower()
         if hint_key not in _HINTS:
             raise ConfigError(f"openvino hint {hint!r} is not one of {', '.join(_HINTS)}")
-        prec = normalize_precision(precision) or "f32"
-        if prec == "int8":
-            raise ConfigError(
-                "openvino precision 'int8' is a property of the model file (quantize it with edge_mlla.quantize); "
-                "pass precision='f32' (or None) to run an INT8 IR"
-            )
+        asked = normalize_precision(precision)
         core = ov.Core()
         base = device.split(".")[0].split(":")[0]
+        caps: list[str] = []
         if base in ("CPU", "GPU", "NPU"):
             have = core.available_devices
             if not any(d.split(".")[0] == base for d in have) or ("." in device and device not in have):
                 raise BackendUnavailableError(f"openvino device {device} is not present; available: {', '.join(have)}")
-            caps = core.get_property(device, "OPTIMIZATION_CAPABILITIES")
+            caps = list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
+        prec = native_precision(device, caps) if asked in (None, "int8") else asked
+        if base in ("CPU", "GPU", "NPU"):
             need = _PRECISION_CAPS.get(prec)
             if need and need not in caps:
                 raise ConfigError(
@@ -117,6 +169,15 @@ class OpenVINOBackend(AsyncBackend):
         except Exception as e:
             raise ModelFileError(f"openvino could not read {path}: {e}") from e
         self._metadata = read_openvino_metadata(model, path)
+        self.input_layout = "nchw"
+        if fused_preprocess and _fusable(model):
+            model = _fuse_preprocess(ov, model)
+            self.input_layout = "nhwc_u8"
+        self.int8 = any(op.get_type_name() in _QUANT_OPS for op in model.get_ops())
+        if asked == "int8" and not self.int8:
+            raise ConfigError(
+                f"precision='int8' but {path.name} is not quantized; quantize it (edge-mlla quantize) or leave precision=None"
+            )
         props = {"PERFORMANCE_HINT": _HINTS[hint_key], **(config or {})}
         if base != "NPU":  # NPU has no precision hint; it runs f16
             props["INFERENCE_PRECISION_HINT"] = prec
@@ -127,7 +188,8 @@ class OpenVINOBackend(AsyncBackend):
         self.path = path
         self.device = device
         self.hint = hint_key
-        self.precision = self._compiled_precision(prec)
+        self.float_precision = self._compiled_precision(prec)
+        self.precision = "int8" if self.int8 else self.float_precision
         self._inputs = [_spec(p) for p in self._compiled.inputs]
         self._outputs = [_spec(p) for p in self._compiled.outputs]
         if len(self._inputs) != 1:
@@ -153,6 +215,12 @@ class OpenVINOBackend(AsyncBackend):
         if req is None:  # one infer request per thread: requests are not thread-safe, the compiled model is
             req = self._local.request = self._compiled.create_infer_request()
         return req
+
+    def _check_batch(self, batch: np.ndarray) -> np.ndarray:
+        if self.input_layout == "nhwc_u8" and isinstance(batch, np.ndarray) and batch.dtype != np.uint8 and batch.ndim == 4 \
+                and batch.shape[1] == 3:  # the canonical float NCHW RGB batch: back to the u8 NHWC BGR the graph takes
+            batch = np.ascontiguousarray((batch[:, ::-1].transpose(0, 2, 3, 1) * 255.0).round().clip(0, 255).astype(np.uint8))
+        return super()._check_batch(batch)
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         batch = self._check_batch(batch)

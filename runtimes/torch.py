@@ -1,9 +1,10 @@
 """PyTorch backend: an Ultralytics ``.pt`` detector, re-parameterized to its deploy form, on CPU or CUDA.
 
-The only backend that imports torch (and Ultralytics), lazily. The model is loaded with
-:func:`edge_mlla.export.load_detector` and converted with :func:`edge_mlla.reparam.reparameterize`
-(MLLA blocks to their deploy form, Conv+BN fused), the same graph the ONNX/OpenVINO exports hold,
-so its detections match theirs. Inputs may have any batch and any stride-multiple size.
+The only backend that imports torch (and Ultralytics), lazily, and only through the model side
+(:mod:`edge_mlla.nn`): :func:`edge_mlla.nn.load.load_detector` loads the checkpoint and
+:func:`edge_mlla.nn.reparam.reparameterize` converts it (MLLA blocks to their deploy form, Conv+BN fused), the
+same graph the ONNX/OpenVINO exports hold, so its detections match theirs. There is no fallback: a model that
+cannot be re-parameterized is an error, never a silent run of the training form. Inputs may have any batch and any stride-multiple size.
 
 Example:
     >>> from edge_mlla.runtimes.torch import TorchBackend
@@ -20,41 +21,20 @@ from typing import Any
 
 import numpy as np
 
-from edge_mlla.errors import BackendUnavailableError, ConfigError, MissingFileError, ModelFileError
-from edge_mlla.runtimes.base import LOGGER, Backend, TensorSpec, normalize_precision, register
+from edge_mlla.errors import BackendUnavailableError, ConfigError, MissingFileError
+from edge_mlla.modelfile import normalize_precision
+from edge_mlla.runtimes.base import Backend, TensorSpec, register
 
 
-def _load(path: Path) -> Any:
-    """A float32 eval DetectionModel from a .pt file (our loader when present, else Ultralytics')."""
-    from edge_mlla._env import setup_offline
+def _deploy_model(path: Path) -> Any:
+    """The deploy form of a ``.pt`` detector: loaded by the model side (:func:`edge_mlla.nn.load.load_detector`),
+    re-parameterized (MLLA blocks to their deploy form, Conv+BN fused) with shape-driven RoPE tables."""
+    from edge_mlla.nn.load import load_detector
+    from edge_mlla.nn.reparam import bind, reparameterize
 
-    setup_offline()
-    try:
-        from edge_mlla.export import load_detector
-    except ImportError:  # export module not installed in this build: plain Ultralytics loading
-        load_detector = None
-    if load_detector is not None:
-        return load_detector(path)
-    import edge_mlla.nn  # noqa: F401  registers the MLLA modules so checkpoints unpickle
-    from ultralytics.nn.tasks import load_checkpoint
-
-    try:
-        model, _ = load_checkpoint(str(path), device="cpu", fuse=False)
-    except Exception as e:
-        raise ModelFileError(f"{path} is not a loadable Ultralytics checkpoint: {type(e).__name__}: {e}") from e
-    return model.float().eval()
-
-
-def _deploy(model: Any) -> tuple[Any, bool]:
-    """The deploy form (re-parameterized, shape-driven RoPE tables) and whether that happened."""
-    try:
-        from edge_mlla.reparam import bind, reparameterize
-    except ImportError as e:
-        LOGGER.warning("edge_mlla.reparam unavailable (%s): running the training form", e)
-        return model.fuse() if hasattr(model, "fuse") else model, False
-    model = reparameterize(model, inplace=True)
+    model = reparameterize(load_detector(path), inplace=True)
     bind(model, None, dynamic=True)
-    return model, True
+    return model
 
 
 @register
@@ -94,7 +74,8 @@ class TorchBackend(Backend):
         prec = normalize_precision(precision) or "f32"
         if prec not in ("f32", "f16") or (prec == "f16" and dev == "cpu"):
             raise ConfigError(f"torch backend runs f32 on cpu and f32/f16 on cuda; got {prec} on {dev}")
-        model, self.reparameterized = _deploy(_load(path))
+        model = _deploy_model(path)
+        self.reparameterized = True
         self._torch = torch
         self._dtype = torch.float16 if prec == "f16" else torch.float32
         self._model = model.to(torch.device(dev), dtype=self._dtype).eval()

@@ -39,7 +39,7 @@ def test_library_errors_become_exit_code_2(argv, needle, capsys):
 @pytest.mark.parametrize(
     "argv,needle",
     [(["export", "m.pt", "--format", "tflite"], "invalid choice: 'tflite'"),
-     (["export", "m.pt", "--imgsz", "6x4x2"], "imgsz must be N or H,W")],
+     (["export", "m.pt", "--imgsz", "6x4x2"], "imgsz must be N, HxW, H,W or")],
 )
 def test_bad_arguments_are_rejected_by_the_parser(argv, needle, capsys):
     with pytest.raises(SystemExit) as e:

@@ -100,3 +100,56 @@ def test_agrees_with_ultralytics_val(exported, tmp_path):
     assert ours["mAP50"] > 0, "the model detects nothing: the comparison would be vacuous"
     assert abs(ours["mAP50-95"] - m.box.map) <= AGREEMENT, (ours["mAP50-95"], m.box.map)
     assert abs(ours["mAP50"] - m.box.map50) <= AGREEMENT, (ours["mAP50"], m.box.map50)
+
+
+def _wide_dataset(root, n: int = 12, size=(1242, 375)):
+    """BCCD val strips (rows 120..320, aspect 3.2) resized to 1242x375, labels cropped to match: non-4:3 images on
+    which the validator's ceil resize (640x194) and prediction's round (640x193) differ."""
+    import cv2
+
+    from conftest import BCCD
+
+    for sub in ("images/val", "labels/val"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    y0, ch = 120, 200
+    for im in sorted((BCCD / "images" / "val").glob("*.jpg"))[:n]:
+        img = cv2.imread(str(im))
+        h, w = img.shape[:2]
+        cv2.imwrite(str(root / "images/val" / im.name), cv2.resize(img[y0 : y0 + ch], size, interpolation=cv2.INTER_AREA))
+        rows = []
+        for ln in (BCCD / "labels" / "val" / f"{im.stem}.txt").read_text().splitlines():
+            if not ln.strip():
+                continue
+            c, cx, cy, bw, bh = map(float, ln.split())
+            x1, x2 = (cx - bw / 2) * w, (cx + bw / 2) * w
+            y1, y2 = (cy - bh / 2) * h - y0, (cy + bh / 2) * h - y0
+            y1c, y2c = max(y1, 0.0), min(y2, float(ch))
+            if y2c - y1c >= 0.5 * (y2 - y1):  # keep boxes mostly inside the strip, cropped to it
+                rows.append(f"{int(c)} {(x1 + x2) / 2 / w:.6f} {(y1c + y2c) / 2 / ch:.6f} {(x2 - x1) / w:.6f} {(y2c - y1c) / ch:.6f}")
+        (root / "labels/val" / f"{im.stem}.txt").write_text("\n".join(rows) + "\n")
+    (root / "data.yaml").write_text("train: images/val\nval: images/val\nnames: [RBC, WBC, Platelets]\n")
+    return root / "data.yaml"
+
+
+@pytest.mark.parametrize("hw", [(640, 640), (192, 640)])
+def test_agrees_with_ultralytics_val_on_wide_images_and_rectangular_models(exported, tmp_path, hw):
+    """1242x375 images (the validator resizes them to 640x194, prediction would make 640x193) and a 192x640 model
+    (the validator resizes the long side to 640, then letterboxes without enlarging): equal within 0.002."""
+    from edge_mlla._env import setup_offline
+
+    setup_offline()
+    from ultralytics import YOLO
+
+    from edge_mlla.eval import evaluate
+    from edge_mlla.ops import letterbox, val_letterbox
+
+    img = np.zeros((375, 1242, 3), np.uint8)
+    assert round(val_letterbox(img, 640)[1].gain[0] * 375, 6) == 194 and round(letterbox(img, 640)[1].gain[0] * 375, 6) == 193
+    data = _wide_dataset(tmp_path / "wide")
+    onnx_path = exported("onnx", imgsz=hw)
+    ours = evaluate(onnx_path, data=data, backend="onnxruntime", progress=False)
+    m = YOLO(str(onnx_path), task="detect").val(data=str(data), imgsz=list(hw), batch=1, plots=False, device="cpu",
+                                                 verbose=False, save_json=False)  # fmt: skip
+    assert ours["mAP50"] > 0.3, "the model must detect well for the comparison to mean something"
+    assert abs(ours["mAP50-95"] - m.box.map) <= 0.002, (ours["mAP50-95"], m.box.map)
+    assert abs(ours["mAP50"] - m.box.map50) <= 0.002, (ours["mAP50"], m.box.map50)

@@ -24,7 +24,7 @@ from edge_mlla.errors import (
     OutputNotWritableError,
 )
 from edge_mlla.export import export, load_detector, op_audit, op_types
-from edge_mlla.metadata import parse_metadata
+from edge_mlla.modelfile import parse_metadata
 from edge_mlla.reparam import bind, reparameterize
 from test_reparam import NAMES, bccd_batch, save_checkpoint, tiny_detector
 
@@ -99,7 +99,7 @@ def test_onnx_file_graph_and_metadata(made):
     raw = {p.key: p.value for p in m.metadata_props}
     info = parse_metadata(raw)
     assert info.names == NAMES and info.stride == 32 and info.imgsz == (IMGSZ, IMGSZ) and info.batch == 1
-    assert info.task == "detect" and info.edge_mlla["reparameterized"] is True and info.precision == "fp32"
+    assert info.task == "detect" and info.edge_mlla["reparameterized"] is True and info.precision == "f32"
     from ultralytics.nn.backends.base import BaseBackend  # Ultralytics' AutoBackend reads the same file
 
     ul = BaseBackend.read_metadata(p)
@@ -183,7 +183,7 @@ def test_half_onnx_keeps_z_in_float32(made):
             if i in casts:
                 to = next(at.i for at in casts[i].attribute if at.name == "to")
                 assert to == onnx.TensorProto.FLOAT
-    assert parse_metadata({q.key: q.value for q in m.metadata_props}).precision == "fp16"
+    assert parse_metadata({q.key: q.value for q in m.metadata_props}).precision == "f16"
     x = np.random.default_rng(1).random((1, 3, 160, 160), dtype=np.float32)
     full = ort_run(made(imgsz=160), x)
     assert np.abs(normalized(ort_run(p, x), 160, 160) - normalized(full, 160, 160)).max() < 2e-2

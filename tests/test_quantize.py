@@ -87,7 +87,7 @@ def _agreement(a, b) -> tuple[int, int]:
 
 def _check_close(fp_path: Path, q_path: Path, images: list[Path], backend: str) -> None:
     from edge_mlla import Detector
-    from edge_mlla.detector import as_bgr
+    from edge_mlla.ops import as_bgr
     from edge_mlla.ops import preprocess
 
     prec = "f32" if backend == "openvino" else None
@@ -119,7 +119,7 @@ def _calib_images(calib_dir: Path) -> list[Path]:
 
 # -------------------------------------------------------------------------------------------- end to end
 def test_openvino_int8_end_to_end(ov_report, fp_xml, calib_dir):
-    from edge_mlla.metadata import parse_metadata
+    from edge_mlla.modelfile import parse_metadata
     from edge_mlla.quantize.scope import read_graph
 
     out = Path(ov_report.output)
@@ -144,7 +144,7 @@ def test_openvino_int8_end_to_end(ov_report, fp_xml, calib_dir):
 def test_onnxruntime_int8_end_to_end(ort_report, fp_onnx, calib_dir):
     import onnx
 
-    from edge_mlla.metadata import parse_metadata
+    from edge_mlla.modelfile import parse_metadata
 
     out = Path(ort_report.output)
     assert out.name == "model_int8.onnx"
@@ -360,3 +360,53 @@ def test_scope_on_ultralytics_own_export(trained_pt, tmp_path):
     g = read_graph(onnx_path)
     assert all(groups[k] for k in GROUPS), {k: len(v) for k, v in groups.items()}
     assert {g.nodes[n].type for n in groups["z"]} >= {"Reciprocal", "ReduceSum", "Add", "Mul"}
+
+
+def test_int8_models_report_int8_everywhere(ov_report, ort_report, tiny_data):
+    """Detector, repr and eval say int8 for INT8 files (and what the float ops run in), as the report does."""
+    from edge_mlla import Detector
+    from edge_mlla.errors import ConfigError
+    from edge_mlla.eval import evaluate
+
+    with Detector(ov_report.output, backend="openvino") as det:
+        assert det.precision == "int8" and det.float_precision in ("f32", "bf16")
+        assert "precision='int8' (float ops " in repr(det)
+    with Detector(ov_report.output, backend="openvino", precision="int8", config={"INFERENCE_NUM_THREADS": 1}) as det:
+        assert det.precision == "int8"
+    with Detector(ort_report.output, backend="onnxruntime") as det:
+        assert det.precision == "int8" and det.float_precision == "f32"
+    r = evaluate(ov_report.output, data=tiny_data, limit=2, progress=False)
+    assert r["precision"] == "int8"
+    with pytest.raises(ConfigError, match="is not quantized"):
+        Detector(ov_report.source, backend="openvino", precision="int8")
+
+
+def test_accuracy_control_scores_exactly_what_evaluate_reports(fp_xml, tiny_data):
+    """One scoring path: the function NNCF's accuracy control calls gives evaluate()'s mAP on the same model."""
+    import openvino as ov
+
+    from edge_mlla.eval import evaluate
+    from edge_mlla.modelfile import inspect_model
+    from edge_mlla.quantize import _accuracy_control_data
+
+    mf = inspect_model(fp_xml)
+    items, fn = _accuracy_control_data(tiny_data, "val", None, mf.static_hw, mf.info, mf.batch)
+    compiled = ov.Core().compile_model(str(fp_xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    ac = fn(lambda x: compiled(x)[compiled.outputs[0]], items)
+    ev = evaluate(fp_xml, data=tiny_data, backend="openvino", precision="f32", progress=False)
+    assert ev["mAP50-95"] > 0 and ac == pytest.approx(ev["mAP50-95"], abs=1e-9)
+
+
+def test_quantize_cli_is_quiet_by_default(fp_onnx, calib_dir, tmp_path):
+    """No NNCF/ORT INFO blocks and the calibration warning once; --verbose shows the library logs."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "edge_mlla", "quantize", str(fp_onnx), "--calib", str(calib_dir), "--backend",
+            "onnxruntime", "--subset-size", "8", "-o", str(tmp_path / "q.onnx")]  # fmt: skip
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = out.stdout + out.stderr
+    assert log.count("fewer than subset_size") == 1, log[-3000:]
+    assert "Increased scale" not in log and "Created a copy of bias" not in log and "Traceback" not in log
+    assert "| model | precision |" in out.stdout

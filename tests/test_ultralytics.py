@@ -84,6 +84,20 @@ def tiny_run(tmp_path_factory, tiny_data):
     return best, data
 
 
+def test_a_second_run_with_the_same_name_never_overwrites_the_first(tiny_run, tiny_data):
+    from edge_mlla.train import train
+
+    best, _ = tiny_run
+    first = best.parents[1]  # runs/exp
+    before = {p.name: p.read_bytes() for p in (first / "weights").iterdir()}
+    csv_before = (first / "results.csv").read_text()
+    again = train("yolo11n-mlla.yaml", data=tiny_data, imgsz=64, epochs=1, batch=4, project=first.parent, workers=0,
+                  val=False, seed=1)  # same default name "exp"
+    assert again.parents[1].name in ("exp2", "exp-2") and again.is_file()  # Ultralytics' increment_path
+    assert {p.name: p.read_bytes() for p in (first / "weights").iterdir()} == before  # untouched, byte for byte
+    assert (first / "results.csv").read_text() == csv_before
+
+
 def test_one_epoch_training_reloads_in_fresh_process_and_validates(tiny_run):
     best, data = tiny_run
     assert best.is_file()
