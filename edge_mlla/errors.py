@@ -52,6 +52,10 @@ class ImageReadError(EdgeMLLAError, ValueError):
     """A file exists but could not be decoded as an image."""
 
 
+class SourceError(EdgeMLLAError, OSError):
+    """A video source (camera, stream URL, video file) could not be opened or read."""
+
+
 class MissingDependencyError(EdgeMLLAError, ImportError):
     """An optional package a call needs is not installed (the message says which and how to install it)."""
 
