@@ -58,6 +58,7 @@ def _cmd_quantize(a: argparse.Namespace) -> int:
     from edge_mlla.quantize import quantize
 
     report = quantize(a.model, calib=a.calib, backend=a.backend, subset_size=a.subset_size, preset=a.preset,
+                      budget=a.budget, latency_runs=a.latency_runs,
                       max_drop=a.max_drop, val=a.val, output=a.output, imgsz=a.imgsz, scope=a.scope,
                       method=a.method, every=a.every, threads=a.threads, val_split=a.val_split)
     print(report.table() if hasattr(report, "table") else report)
@@ -171,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", required=True, help="image folder, video file, or data.yaml (train split)")
     p.add_argument("--backend", choices=["openvino", "onnxruntime"], default="openvino")
     p.add_argument("--subset-size", type=int, default=300)
-    p.add_argument("--preset", choices=["mixed", "performance"], default="mixed")
+    p.add_argument("--preset", choices=["auto", "mixed", "performance"], default="auto",
+                   help="auto: quantize both presets, measure speed and accuracy here, keep the fastest within --budget")
+    p.add_argument("--budget", type=float, default=0.005, help="largest mAP50-95 drop auto accepts (0.005 = 0.5 points)")
+    p.add_argument("--latency-runs", type=int, default=30, help="timed runs per model (0: no timing)")
     p.add_argument("--max-drop", type=float, default=None, help="accuracy control: max mAP50-95 drop (needs --val)")
     p.add_argument("--val", default=None, help="data.yaml or bundled name for accuracy report/control")
     p.add_argument("--val-split", default="val", help="split of --val to score")
@@ -221,8 +225,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     from edge_mlla.serve import run
 
     server = run(a.model, replicas=a.replicas, port=a.port, host=a.host, max_batch=a.max_batch,
-                 batch_wait_ms=a.batch_wait_ms, threads=a.threads, num_cpus=a.num_cpus, address=a.address,
-                 name=a.name, route_prefix=a.route_prefix, backend=a.backend, device=a.device,
+                 batch_wait_ms=a.batch_wait_ms, batcher=a.batcher, threads=a.threads, num_cpus=a.num_cpus,
+                 address=a.address, name=a.name, route_prefix=a.route_prefix, backend=a.backend, device=a.device,
                  precision=a.precision, conf=a.conf, iou=a.iou, ship_model=a.ship_model, blocking=False)  # fmt: skip
     print(f"serving {a.model} on {server.url} ({a.replicas} replicas); Ctrl+C to stop")
     print(f"  curl -s -H 'Content-Type: image/jpeg' --data-binary @image.jpg {server.url}")
@@ -247,7 +251,7 @@ def _cmd_serve_streams(a: argparse.Namespace) -> int:
     url, address = a.url, a.address
     if a.model:
         server = run(a.model, replicas=a.replicas, port=a.port, max_batch=a.max_batch, batch_wait_ms=a.batch_wait_ms,
-                     threads=a.threads, name=a.app, blocking=False)  # fmt: skip
+                     batcher=a.batcher, threads=a.threads, name=a.app, blocking=False)  # fmt: skip
         url = server.url if a.http else None
     try:
         report = serve_streams(a.sources, url=url, app=a.app, address=address, duration_s=a.duration,
@@ -278,6 +282,8 @@ def _add_scale_out_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--replicas", type=int, default=1, help="Serve replicas (each its own Detector)")
         p.add_argument("--max-batch", type=int, default=8, help="dynamic batching: most requests per batch")
         p.add_argument("--batch-wait-ms", type=float, default=5.0, help="dynamic batching: longest wait for a batch")
+        p.add_argument("--batcher", choices=["serve", "greedy"], default="serve",
+                       help="serve: @serve.batch; greedy: a batch is formed when the replica is free (fuller batches under load)")
         p.add_argument("--threads", type=int, default=None, help="runtime threads per replica (default: cores / replicas)")
         p.add_argument("--port", type=int, default=8000)
 

@@ -1,24 +1,33 @@
-"""INT8 post-training quantization of exported YOLO11(-MLLA) detectors, with an accuracy report.
+"""INT8 post-training quantization of exported YOLO11(-MLLA) detectors that pays on the CPU at hand, with a report.
 
 ``quantize(model, calib=...)`` takes an exported ``.onnx`` or OpenVINO ``.xml`` (FP32), calibration data
 (:mod:`.calibration`), and writes an INT8 model:
 
-* ``backend="openvino"``: NNCF ``quantize`` (preset MIXED, fast bias correction off) -> IR with FakeQuantize;
-  with ``max_drop`` (and ``val``) NNCF's accuracy control, driven by our mAP50-95 (:mod:`edge_mlla.eval`);
+* ``backend="openvino"``: NNCF ``quantize`` -> IR with FakeQuantize; with ``max_drop`` (and ``val``) NNCF's
+  accuracy control, driven by our mAP50-95 (:func:`edge_mlla.eval.score_model`);
 * ``backend="onnxruntime"``: ``quant_pre_process`` + ``quantize_static`` -> QDQ ONNX (per-channel weights,
   ``method`` minmax/entropy/percentile, ``reduce_range`` only on CPUs without VNNI).
 
-Both keep the same graph-derived nodes in float (:mod:`.scope`: the head's box decoding and the sensitive
-MLLA ops), keep the source metadata (``precision: int8`` + quantization details in the ``edge_mlla`` entry),
-and write to a temporary name first, so a failure never leaves a broken model file.
+``preset="auto"`` (the default) decides by measurement on this machine, in one run: it quantizes the candidates
+(OpenVINO: PERFORMANCE and MIXED with the default scope, plus MIXED with every MLLA group in float when there is
+validation data), measures each one's throughput next to the float model's in the device's native precision
+(bf16 on AMX CPUs, f32 on AVX2-only ones) and its mAP50-95 drop on the validation split, and keeps the fastest
+variant within ``budget`` (default 0.5 points). The report says which, why, and -- where INT8 is not faster than
+the float model on this CPU -- says so plainly and recommends the float model.
+
+The work is three steps: :func:`~edge_mlla.quantize.plan.make_plan` (validate everything, list candidates),
+:func:`run_plan` (quantize and measure each), :func:`choose` (pick, write the output atomically, report).
+Both backends keep the same graph-derived nodes in float (:mod:`.scope`), keep the source metadata
+(``precision: int8`` + quantization details in the ``edge_mlla`` entry), and write to a temporary name first,
+so a failure never leaves a broken model file.
 
 Runnable as ``python -m edge_mlla.quantize MODEL --calib SRC`` (same options as ``edge-mlla quantize``).
 
 Example:
     >>> from edge_mlla.quantize import quantize
-    >>> report = quantize("best.onnx", calib="bccd", backend="openvino", val="bccd")  # doctest: +SKIP
+    >>> report = quantize("best.xml", calib="bccd", backend="openvino")  # doctest: +SKIP
     >>> print(report.table())  # doctest: +SKIP
-    | model | precision | mAP50-95 | mAP50 | latency ms | size MB |
+    | model | precision | mAP50-95 | mAP50 | latency ms | FPS | size MB |
     ...
 """
 
@@ -26,38 +35,29 @@ from __future__ import annotations
 
 import logging
 import os
-import statistics
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_mlla.errors import ConfigError, ModelFileError, ShapeError
-from edge_mlla.quantize._model import file_size, resolve_output, resolve_source
+from edge_mlla.errors import QuantizationError
+from edge_mlla.quantize._model import atomic_write, file_size
 from edge_mlla.quantize.calibration import CalibrationSet, load_calibration
+from edge_mlla.quantize.measure import measure_latency, measure_throughput, runtime_options
+from edge_mlla.quantize.plan import BACKENDS, DEFAULT_BUDGET, Candidate, QuantizePlan, make_plan, sample_batch
 from edge_mlla.quantize.report import ModelStats, QuantizeReport
 from edge_mlla.quantize.scope import DEFAULT_GROUPS, GROUPS, ScopePolicy
 
 LOGGER = logging.getLogger("edge_mlla")
 
 __all__ = ["quantize", "QuantizeReport", "ModelStats", "ScopePolicy", "load_calibration", "CalibrationSet",
-           "BACKENDS", "GROUPS", "DEFAULT_GROUPS", "measure_latency"]  # fmt: skip
-
-BACKENDS = ("openvino", "onnxruntime")
-
-
-def _hw(imgsz: Any) -> tuple[int, int] | None:
-    if imgsz is None:
-        return None
-    if isinstance(imgsz, (int, np.integer)) and not isinstance(imgsz, bool):
-        return int(imgsz), int(imgsz)
-    try:
-        h, w = (int(v) for v in imgsz)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"imgsz must be an int or (height, width), got {imgsz!r}") from e
-    return h, w
+           "BACKENDS", "GROUPS", "DEFAULT_GROUPS", "DEFAULT_BUDGET", "measure_latency", "measure_throughput",
+           "make_plan", "run_plan", "choose"]  # fmt: skip
 
 
 def quantize(
@@ -65,13 +65,14 @@ def quantize(
     calib: str | os.PathLike | np.ndarray | Sequence[np.ndarray] | CalibrationSet = "bccd",
     backend: str = "openvino",
     subset_size: int = 300,
-    preset: str = "mixed",
+    preset: str = "auto",
     max_drop: float | None = None,
     val: str | os.PathLike | None = None,
     output: str | os.PathLike | None = None,
     imgsz: int | tuple[int, int] | None = None,
     *,
     scope: str | Sequence[str] | ScopePolicy | None = None,
+    budget: float = DEFAULT_BUDGET,
     method: str = "minmax",
     activations: str = "auto",
     fast_bias_correction: bool = False,
@@ -82,7 +83,7 @@ def quantize(
     threads: int | None = None,
     report_dir: str | os.PathLike | None = None,
 ) -> QuantizeReport:
-    """Quantize an exported FP32 model to INT8 and report what it cost.
+    """Quantize an exported FP32 model to INT8, choosing the variant that pays here, and report what it cost.
 
     Args:
         model: exported ``.onnx`` or OpenVINO ``.xml`` (or its folder), FP32 or FP16, not already INT8.
@@ -90,26 +91,29 @@ def quantize(
             BGR uint8 arrays (see :func:`~edge_mlla.quantize.calibration.load_calibration`).
         backend: ``"openvino"`` (NNCF, -> ``.xml``) or ``"onnxruntime"`` (QDQ, -> ``.onnx``; needs an ``.onnx``).
         subset_size: at most this many calibration images (fewer available: a CalibrationWarning, all used).
-        preset: NNCF preset, ``"mixed"`` (default) or ``"performance"``; OpenVINO only.
+        preset: ``"auto"`` (default: measure the candidates here and keep the fastest within ``budget``),
+            ``"mixed"`` or ``"performance"`` (NNCF presets; OpenVINO only).
         max_drop: NNCF accuracy control: largest allowed absolute mAP50-95 drop (0.01 = 1 point); needs ``val``.
-        val: data.yaml / bundled name to measure FP32 and INT8 mAP on (its ``val_split``); None: no accuracy.
+        val: data.yaml / bundled name to measure FP32 and INT8 mAP on (its ``val_split``). Default: when ``calib``
+            is a data.yaml or bundled name, its own validation split; else no accuracy is measured.
         output: output model file (``.xml``/``.onnx``) or folder; default beside the source
             (``best_int8.onnx``, ``best_int8_openvino_model/best_int8.xml``).
         imgsz: input size; must equal the model's static input size (required for dynamic-size models
             without imgsz metadata).
         scope: ignored-scope groups kept in float (``"head,z"`` default, ``"all"``, ``"none"``,
-            or a list from :data:`GROUPS`; see :mod:`edge_mlla.quantize.scope`).
+            or a list from :data:`GROUPS`; see :mod:`edge_mlla.quantize.scope`); given, ``auto`` varies the preset only.
+        budget: largest mAP50-95 drop ``auto`` accepts (absolute; default 0.005 = 0.5 points).
         method: ONNX Runtime calibration method: ``minmax``, ``entropy`` or ``percentile``.
         activations: ONNX Runtime activation type: ``uint8`` (U8S8), ``int8`` (S8S8) or ``auto`` (uint8 on x86).
         fast_bias_correction: NNCF's fast bias correction (off by default: more accurate, slower).
         every: video sources: take every ``every``-th frame.
-        val_split, val_limit: split and number of images for the accuracy report.
-        latency_runs: timed runs per model for the report (0: skip timing); batch 1, median.
+        val_split, val_limit: split and number of images for the accuracy measurements.
+        latency_runs: timed runs per model (0: no timing, and ``auto`` falls back to ``mixed``); batch 1, median.
         threads: inference threads for timing and validation (runtime default if None).
         report_dir: where ``<output stem>_report.json`` / ``.png`` go (default: beside the output).
 
     Returns:
-        :class:`QuantizeReport` (``.table()``, ``.map_drop``, ``.json_path``, ``.png_path``).
+        :class:`QuantizeReport` (``.table()``, ``.map_drop``, ``.candidates``, ``.recommendation``, ``.json_path``).
 
     Raises:
         MissingFileError, ModelFileError (not an exported detector, already INT8, wrong format for the
@@ -122,140 +126,175 @@ def quantize(
         >>> r.output  # doctest: +SKIP
         'best_int8.onnx'
     """
-    # ---- validate everything before any slow work
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    from edge_mlla.modelfile import parse_metadata
+    if val is None and _is_dataset(calib):
+        val = calib
+    plan = make_plan(model, calib, backend, subset_size, preset, max_drop, val, output, imgsz, scope, budget, every,
+                     val_split, val_limit, latency_runs,
+                     {"method": method, "activations": activations, "fast_bias_correction": fast_bias_correction,
+                      "threads": threads})  # fmt: skip
+    float_stats, results = run_plan(plan)
+    return choose(plan, float_stats, results, report_dir)
 
-    policy = ScopePolicy.parse(scope)
-    src = resolve_source(model)
-    src_path = src.path
-    if src.quantized:
-        raise ModelFileError(f"{src_path.name} is already quantized (INT8 ops or precision 'int8' in its metadata); "
-                             "quantize the FP32 export instead")  # fmt: skip
-    if backend == "onnxruntime" and src.format != "onnx":
-        raise ModelFileError(f"backend 'onnxruntime' needs an .onnx model, got {src_path.name!r}; "
-                             "quantize the .onnx export, or use backend='openvino'")  # fmt: skip
-    if backend == "onnxruntime" and src.precision == "f16":
-        raise ModelFileError(f"{src_path.name} is an fp16 export; ONNX Runtime quantizes float32 graphs: "
-                             "quantize the FP32 export (export without --half)")  # fmt: skip
-    if max_drop is not None:
-        if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not 0 < float(max_drop) < 1:
-            raise ConfigError(f"max_drop is an absolute mAP50-95 drop in (0, 1), e.g. 0.01; got {max_drop!r}")
-        if backend != "openvino":
-            raise ConfigError("max_drop (accuracy control) is available with backend='openvino' only")
-        if val is None:
-            raise ConfigError("max_drop needs validation data: pass val= (a data.yaml or bundled dataset name)")
-    if val is not None:  # MissingFileError / DatasetError now, not after calibration
-        from edge_mlla.data import validate_dataset
 
-        validate_dataset(val, splits=(val_split,))
-    if latency_runs < 0:
-        raise ConfigError(f"latency_runs must be >= 0, got {latency_runs}")
-    info = parse_metadata(src.metadata)
-    want = _hw(imgsz)
-    if src.static_hw is not None:
-        if want is not None and want != src.static_hw:
-            raise ShapeError(f"imgsz {want} does not match {src_path.name}'s input size {src.static_hw} "
-                             "(re-export the model at that size, or leave imgsz unset)")  # fmt: skip
-        hw = src.static_hw
-    else:
-        hw = want or info.imgsz
-        if hw is None:
-            raise ConfigError(f"{src_path.name} has a dynamic input size and no imgsz metadata: pass imgsz")
-    if any(s % info.stride for s in hw):
-        raise ShapeError(f"imgsz {hw} must be a multiple of the model stride {info.stride}")
-    out = resolve_output(output, src_path, backend)
+def _is_dataset(calib: Any) -> bool:
+    from edge_mlla.data import BUNDLED
 
-    # ---- calibrate + quantize
-    cal = load_calibration(calib, hw, subset_size, stride=info.stride, batch=src.batch, every=every)
-    if isinstance(calib, CalibrationSet) and (cal.imgsz != hw or cal.batch != src.batch):
-        raise ShapeError(f"calibration set is for imgsz {cal.imgsz}, batch {cal.batch}; the model needs {hw}, batch {src.batch}")
+    if not isinstance(calib, (str, os.PathLike)):
+        return False
+    return str(calib) in BUNDLED or Path(calib).suffix.lower() in (".yaml", ".yml")
+
+
+@dataclass
+class Measured:
+    """A quantized candidate: where it was written, what the quantizer reported, and its measured numbers."""
+
+    candidate: Candidate
+    path: Path
+    details: dict[str, Any]
+    stats: ModelStats = field(default_factory=ModelStats)
+    drop: float | None = None
+
+
+def _measure(plan: QuantizePlan, path: Path, stats: ModelStats, x: np.ndarray) -> None:
+    threads = plan.options.get("threads")
+    runs = plan.options.get("latency_runs", 30)
+    if plan.val is not None:
+        from edge_mlla.eval import evaluate
+
+        r = evaluate(path, data=plan.val, split=plan.val_split, backend=plan.backend, limit=plan.val_limit,
+                     progress=False, **runtime_options(plan.backend, threads))  # fmt: skip
+        stats.map50_95, stats.map50 = r["mAP50-95"], r["mAP50"]
+    if runs:
+        stats.latency_ms = measure_latency(path, plan.backend, x, runs, threads)
+        stats.fps = measure_throughput(path, plan.backend, x, seconds=3.0, threads=threads)
+
+
+def _native_float(plan: QuantizePlan) -> str:
+    if plan.backend != "openvino":
+        return plan.src.precision
+    import openvino as ov
+
+    from edge_mlla.runtimes.openvino import native_precision
+
+    return native_precision("CPU", list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
+
+
+def run_plan(plan: QuantizePlan) -> tuple[ModelStats, list[Measured]]:
+    """Quantize every candidate into a temporary folder beside the output and measure it (and the float model)."""
+    x = sample_batch(plan)
+    native = _native_float(plan)
+    float_stats = ModelStats(size_mb=file_size(plan.src.path) / 1e6, precision=native)
+    _measure(plan, plan.src.path, float_stats, x)
+    tmp = Path(tempfile.mkdtemp(prefix=".edge_mlla_int8_", dir=plan.output.parent))
+    results: list[Measured] = []
+    try:
+        for i, cand in enumerate(plan.candidates):
+            target = tmp / f"c{i}" / plan.output.name
+            target.parent.mkdir(parents=True)
+            LOGGER.info("INT8 candidate %d/%d: %s", i + 1, len(plan.candidates), cand.label)
+            details = _quantize_one(plan, cand, target)
+            m = Measured(cand, target, details, ModelStats(size_mb=file_size(target) / 1e6, precision="int8"))
+            _measure(plan, target, m.stats, x)
+            if m.stats.map50_95 is not None and float_stats.map50_95 is not None:
+                m.drop = float_stats.map50_95 - m.stats.map50_95
+            results.append(m)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return float_stats, results
+
+
+def _quantize_one(plan: QuantizePlan, cand: Candidate, target: Path) -> dict[str, Any]:
+    o = plan.options
     t0 = time.perf_counter()
     with _quiet_nncf():
-        if backend == "openvino":
+        if plan.backend == "openvino":
             from edge_mlla.quantize.openvino_int8 import quantize_openvino
 
             vitems = vfn = None
-            if max_drop is not None:
-                vitems, vfn = _accuracy_control_data(val, val_split, val_limit, hw, info, src.batch)
-            details = quantize_openvino(src, cal, out, policy, preset=preset, fast_bias_correction=fast_bias_correction,
-                                        max_drop=max_drop, validation_items=vitems, validation_fn=vfn)  # fmt: skip
+            if plan.max_drop is not None:
+                vitems, vfn = _accuracy_control_data(plan.val, plan.val_split, plan.val_limit, plan.hw, plan.info,
+                                                     plan.src.batch)  # fmt: skip
+            details = quantize_openvino(plan.src, plan.calib, target, cand.policy, preset=cand.preset,
+                                        fast_bias_correction=o["fast_bias_correction"], max_drop=plan.max_drop,
+                                        validation_items=vitems, validation_fn=vfn)  # fmt: skip
         else:
             from edge_mlla.quantize.onnxruntime_int8 import quantize_onnxruntime
 
-            details = quantize_onnxruntime(src, cal, out, policy, method=method, activations=activations)
+            details = quantize_onnxruntime(plan.src, plan.calib, target, cand.policy, method=o["method"],
+                                           activations=o["activations"])  # fmt: skip
     details["seconds"] = round(time.perf_counter() - t0, 1)
-    LOGGER.info("INT8 model written: %s (%.1f s)", out, details["seconds"])
+    return details
 
-    # ---- report
+
+def _pick(plan: QuantizePlan, float_stats: ModelStats, results: list[Measured]) -> tuple[Measured, str]:
+    if len(results) == 1:
+        return results[0], "the only candidate" + (f" (preset {results[0].candidate.preset} asked)" if plan.backend == "openvino" else "")
+    timed = all(r.stats.fps for r in results)
+    within = [r for r in results if r.drop is None or r.drop <= plan.budget]
+    if within:
+        best = max(within, key=lambda r: r.stats.fps or 0.0) if timed else within[0]
+        n_out = len(results) - len(within)
+        why = (f"fastest of {len(within)} candidate(s) within the {plan.budget * 100:.2f}-point budget"
+               + (f" ({n_out} over it)" if n_out else ""))  # fmt: skip
+        if best.drop is None:
+            why += "; accuracy not measured (no validation data)"
+        return best, why
+    best = min(results, key=lambda r: r.drop if r.drop is not None else 1.0)
+    return best, f"no candidate within the {plan.budget * 100:.2f}-point budget: the most accurate one"
+
+
+def _recommend(float_stats: ModelStats, int8: ModelStats) -> str:
+    f, q = float_stats.fps, int8.fps
+    if not f or not q:
+        return "throughput not measured (latency_runs=0)"
+    ratio = q / f
+    if ratio < 1.05:
+        return (f"INT8 is not faster than {float_stats.precision} on this CPU ({ratio:.2f}x throughput): "
+                f"use the {float_stats.precision} model")  # fmt: skip
+    return f"INT8 runs {ratio:.2f}x the throughput of {float_stats.precision} on this CPU"
+
+
+def choose(plan: QuantizePlan, float_stats: ModelStats, results: list[Measured],
+           report_dir: str | os.PathLike | None = None) -> QuantizeReport:  # fmt: skip
+    """Keep the best candidate (see ``quantize``), write it to ``plan.output`` atomically and report."""
+    tmp = results[0].path.parents[1] if results else None
+    try:
+        best, why = _pick(plan, float_stats, results)
+        _install(best.path, plan.output)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    LOGGER.info("INT8 model written: %s (%s: %s)", plan.output, best.candidate.label, why)
+    details = {**best.details, "selection": why}
     report = QuantizeReport(
-        source=str(src_path), output=str(out), backend=backend, float_ops=details.get("float_ops", {}),
-        calibration=cal.summary(), details=details, val=None if val is None else str(val), imgsz=hw, threads=threads,
-        fp32=ModelStats(size_mb=file_size(src_path) / 1e6, precision="f32"),
-        int8=ModelStats(size_mb=file_size(out) / 1e6, precision="int8"),
+        source=str(plan.src.path), output=str(plan.output), backend=plan.backend, float_ops=details.get("float_ops", {}),
+        calibration=plan.calib.summary(), details=details, val=None if plan.val is None else str(plan.val),
+        imgsz=plan.hw, threads=plan.options.get("threads"), fp32=float_stats, int8=best.stats,
+        candidates=[{"preset": r.candidate.preset, "scope": list(r.candidate.policy.groups), "chosen": r is best,
+                     "map50_95": r.stats.map50_95, "drop": r.drop, "latency_ms": r.stats.latency_ms,
+                     "fps": r.stats.fps, "seconds": r.details.get("seconds")} for r in results],
+        reason=why, recommendation=_recommend(float_stats, best.stats),
     )  # fmt: skip
-    rt = _runtime_options(backend, threads)
-    if val is not None:
-        from edge_mlla.eval import evaluate
-
-        for stats, path in ((report.fp32, src_path), (report.int8, out)):
-            r = evaluate(path, data=val, split=val_split, backend=backend, precision=_prec(backend), limit=val_limit,
-                         **rt)  # fmt: skip
-            stats.map50_95, stats.map50 = r["mAP50-95"], r["mAP50"]
-    if latency_runs:
-        x = next(iter(cal))
-        report.fp32.latency_ms = measure_latency(src_path, backend, x, latency_runs, threads)
-        report.int8.latency_ms = measure_latency(out, backend, x, latency_runs, threads)
     report.save(report_dir)
     return report
 
 
-def _prec(backend: str) -> str | None:
-    return "f32" if backend == "openvino" else None  # ORT runs the file's own precision
+def _install(src: Path, target: Path) -> None:
+    """Copy a finished candidate (with its ``.bin`` and ``metadata.yaml``) to ``target``, atomically."""
+    others = [p for p in target.parent.glob("*.xml") if p.name != target.name] if target.suffix == ".xml" else []
 
+    def write(tmp: Path) -> None:
+        shutil.copyfile(src, tmp)
+        if src.with_suffix(".bin").is_file():
+            shutil.copyfile(src.with_suffix(".bin"), tmp.with_suffix(".bin"))
+        if not others and (src.parent / "metadata.yaml").is_file():  # never overwrite another model's metadata.yaml
+            shutil.copyfile(src.parent / "metadata.yaml", tmp.parent / "metadata.yaml")
 
-def _runtime_options(backend: str, threads: int | None) -> dict[str, Any]:
-    if threads is None:
-        return {}
-    if backend == "openvino":
-        return {"config": {"INFERENCE_NUM_THREADS": int(threads)}}
-    return {"threads": int(threads)}
-
-
-def measure_latency(
-    model: str | os.PathLike,
-    backend: str,
-    x: np.ndarray,
-    runs: int = 30,
-    threads: int | None = None,
-    precision: str | None = None,
-    warmup: int = 5,
-) -> float:
-    """Median milliseconds of ``backend.infer(x)`` (model only: no pre/postprocessing).
-
-    ``precision``: OpenVINO inference precision hint (default ``f32``; ``bf16`` where the CPU has it).
-
-    Example:
-        >>> import numpy as np
-        >>> measure_latency("best_int8.onnx", "onnxruntime", np.zeros((1, 3, 640, 640), np.float32))  # doctest: +SKIP
-        31.2
-    """
-    from edge_mlla.runtimes import get_backend
-
-    cls = get_backend(backend)
-    be = cls(Path(model), precision=precision or _prec(backend), **_runtime_options(backend, threads))
     try:
-        for _ in range(warmup):
-            be.infer(x)
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            be.infer(x)
-            times.append(time.perf_counter() - t)
-    finally:
-        be.close()
-    return statistics.median(times) * 1000.0
+        atomic_write(target, write, companions=(".bin",), extras=("metadata.yaml",))
+    except OSError as e:
+        raise QuantizationError(f"could not write {target}: {e}") from e
 
 
 def _accuracy_control_data(val: Any, split: str, limit: int | None, hw: tuple[int, int], info: Any, batch: int):

@@ -7,7 +7,7 @@ Example:
     >>> round(r.map_drop, 4)
     0.01
     >>> print(r.table().splitlines()[0])
-    | model | precision | mAP50-95 | mAP50 | latency ms | size MB |
+    | model | precision | mAP50-95 | mAP50 | latency ms | FPS | size MB |
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class ModelStats:
     map50_95: float | None = None
     map50: float | None = None
     latency_ms: float | None = None
+    fps: float | None = None
     size_mb: float | None = None
     precision: str = ""
     extra_latency_ms: dict[str, float] = field(default_factory=dict)  # e.g. {"bf16": 9.1} for the FP32 model
@@ -38,8 +39,11 @@ class ModelStats:
 class QuantizeReport:
     """What :func:`edge_mlla.quantize.quantize` did and what it cost.
 
-    ``fp32``/``int8``: accuracy (on ``val``), latency (median, batch 1, ``threads`` threads) and file size;
-    ``float_ops``: ignored-scope group -> {op type: count} kept in float; ``calibration``: images used/skipped.
+    ``fp32``/``int8``: the float model (in the device's native precision, ``fp32.precision``) and the chosen INT8
+    model: accuracy (on ``val``), latency (median, batch 1, ``threads`` threads), throughput and file size;
+    ``float_ops``: ignored-scope group -> {op type: count} kept in float; ``calibration``: images used/skipped;
+    ``candidates``: every variant tried with its numbers; ``reason``: why the chosen one; ``recommendation``: INT8
+    or the float model, by measured throughput.
     """
 
     source: str
@@ -53,6 +57,9 @@ class QuantizeReport:
     val: str | None = None
     imgsz: tuple[int, int] | None = None
     threads: int | None = None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    reason: str = ""
+    recommendation: str = ""
     json_path: str | None = None
     png_path: str | None = None
 
@@ -76,17 +83,29 @@ class QuantizeReport:
         def f(v: float | None, nd: int = 4) -> str:
             return "-" if v is None else f"{v:.{nd}f}"
 
-        rows = ["| model | precision | mAP50-95 | mAP50 | latency ms | size MB |", "|---|---|---:|---:|---:|---:|"]
-        for label, s, path in (("FP32", self.fp32, self.source), ("INT8", self.int8, self.output)):
+        rows = ["| model | precision | mAP50-95 | mAP50 | latency ms | FPS | size MB |", "|---|---|---:|---:|---:|---:|---:|"]
+        for label, s, path in (("float", self.fp32, self.source), ("INT8", self.int8, self.output)):
             rows.append(f"| {label} `{Path(path).name}` | {s.precision} | {f(s.map50_95)} | {f(s.map50)} | "
-                        f"{f(s.latency_ms, 2)} | {f(s.size_mb, 2)} |")  # fmt: skip
+                        f"{f(s.latency_ms, 2)} | {f(s.fps, 1)} | {f(s.size_mb, 2)} |")  # fmt: skip
             for prec, ms in s.extra_latency_ms.items():
-                rows.append(f"| {label} `{Path(path).name}` | {prec} | | | {ms:.2f} | |")
+                rows.append(f"| {label} `{Path(path).name}` | {prec} | | | {ms:.2f} | | |")
         lines = ["\n".join(rows)]
+        if len(self.candidates) > 1:
+            cand = ["| candidate (preset, kept in float) | mAP50-95 | drop (points) | latency ms | FPS | chosen |",
+                    "|---|---:|---:|---:|---:|:-:|"]  # fmt: skip
+            for c in self.candidates:
+                drop = "-" if c.get("drop") is None else f"{c['drop'] * 100:+.2f}"
+                cand.append(f"| {c['preset']}, {','.join(c['scope']) or 'none'} | {f(c.get('map50_95'))} | {drop} | "
+                            f"{f(c.get('latency_ms'), 2)} | {f(c.get('fps'), 1)} | {'yes' if c.get('chosen') else ''} |")  # fmt: skip
+            lines.append("\n".join(cand))
+        if self.reason:
+            lines.append(f"chosen: {self.reason}")
+        if self.recommendation:
+            lines.append(f"recommendation: {self.recommendation}")
         if self.map_drop is not None:
             lines.append(f"mAP50-95 drop: {self.map_drop * 100:+.2f} points (x100) on {self.val}")
         if self.speedup is not None:
-            lines.append(f"INT8 / FP32 latency: {self.speedup:.2f}x ({self.backend}, batch 1, "
+            lines.append(f"INT8 / {self.fp32.precision or 'float'} latency: {self.speedup:.2f}x ({self.backend}, batch 1, "
                          f"{self.threads or 'default'} threads, imgsz {self.imgsz})")  # fmt: skip
         kept = "; ".join(f"{g}: " + ", ".join(f"{op} x{n}" for op, n in sorted(ops.items())) for g, ops in self.float_ops.items())
         lines.append(f"kept in float: {kept or 'nothing'}")
@@ -132,11 +151,12 @@ class QuantizeReport:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        panels = [("mAP50-95", "map50_95"), ("mAP50", "map50"), ("latency (ms)", "latency_ms"), ("size (MB)", "size_mb")]
+        panels = [("mAP50-95", "map50_95"), ("mAP50", "map50"), ("latency (ms)", "latency_ms"), ("throughput (FPS)", "fps"),
+                  ("size (MB)", "size_mb")]  # fmt: skip
         fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2))
         for ax, (title, key) in zip(axes, panels):
             vals = [getattr(self.fp32, key), getattr(self.int8, key)]
-            ax.bar(["FP32", "INT8"], [v or 0 for v in vals], color=["#4c72b0", "#dd8452"])
+            ax.bar([self.fp32.precision or "float", "INT8"], [v or 0 for v in vals], color=["#4c72b0", "#dd8452"])
             for i, v in enumerate(vals):
                 ax.text(i, (v or 0), "n/a" if v is None else f"{v:.3g}", ha="center", va="bottom", fontsize=8)
             ax.set_title(title, fontsize=10)

@@ -172,7 +172,8 @@ def test_defaults():
     from edge_mlla.quantize import quantize
 
     sig = inspect.signature(quantize).parameters
-    assert sig["fast_bias_correction"].default is False and sig["preset"].default == "mixed"
+    assert sig["fast_bias_correction"].default is False and sig["preset"].default == "auto"
+    assert sig["budget"].default == 0.005
     assert sig["backend"].default == "openvino" and sig["subset_size"].default == 300
 
 
@@ -410,3 +411,48 @@ def test_quantize_cli_is_quiet_by_default(fp_onnx, calib_dir, tmp_path):
     assert log.count("fewer than subset_size") == 1, log[-3000:]
     assert "Increased scale" not in log and "Created a copy of bias" not in log and "Traceback" not in log
     assert "| model | precision |" in out.stdout
+
+
+def test_auto_picks_the_fastest_candidate_within_budget():
+    """The choice rule on measured numbers (no timing measured here: the numbers are given)."""
+    from types import SimpleNamespace
+
+    from edge_mlla.quantize import Measured, _pick, _recommend
+    from edge_mlla.quantize.plan import Candidate
+    from edge_mlla.quantize.report import ModelStats
+    from edge_mlla.quantize.scope import ScopePolicy
+
+    def m(preset, fps, drop):
+        return Measured(Candidate(preset, ScopePolicy(("head", "z"))), Path("x"), {}, ModelStats(fps=fps), drop)
+
+    plan = SimpleNamespace(budget=0.005, backend="openvino")
+    fast_bad, mid_ok, slow_ok = m("performance", 90.0, 0.009), m("mixed", 80.0, 0.004), m("mixed", 70.0, -0.001)
+    best, why = _pick(plan, ModelStats(fps=60.0), [fast_bad, mid_ok, slow_ok])
+    assert best is mid_ok and "within the 0.50-point budget (1 over it)" in why
+    best, why = _pick(plan, ModelStats(fps=60.0), [m("performance", 90.0, 0.02), m("mixed", 80.0, 0.01)])
+    assert best.drop == 0.01 and "no candidate within" in why
+    assert "not faster than bf16" in _recommend(ModelStats(fps=80.0, precision="bf16"), ModelStats(fps=79.0))
+    assert "use the bf16 model" in _recommend(ModelStats(fps=80.0, precision="bf16"), ModelStats(fps=79.0))
+    assert "1.50x the throughput of f32" in _recommend(ModelStats(fps=40.0, precision="f32"), ModelStats(fps=60.0))
+
+
+def test_auto_measures_every_candidate_in_one_run(fp_xml, calib_dir, tiny_data, tmp_path):
+    """preset='auto' with validation data: three candidates quantized, timed and scored next to the float model."""
+    from edge_mlla import Detector
+    from edge_mlla.quantize import quantize
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        r = quantize(fp_xml, calib=calib_dir, subset_size=4, val=tiny_data, val_limit=2, output=tmp_path,
+                     latency_runs=3, fast_bias_correction=True)  # fmt: skip
+    assert [(c["preset"], tuple(c["scope"])) for c in r.candidates] == [
+        ("performance", ("head", "z")), ("mixed", ("head", "z")), ("mixed", ("head", "kv_matmul", "z", "rope", "residual"))]
+    assert sum(c["chosen"] for c in r.candidates) == 1
+    assert all(c["fps"] > 0 and c["latency_ms"] > 0 and c["map50_95"] is not None for c in r.candidates)
+    assert r.fp32.fps > 0 and r.fp32.precision in ("f32", "bf16") and r.reason and r.recommendation
+    chosen = next(c for c in r.candidates if c["chosen"])
+    assert r.details["preset"] == chosen["preset"] and r.int8.fps == chosen["fps"]
+    assert "| candidate (preset, kept in float) |" in r.table() and "recommendation: " in r.table()
+    assert not list(tmp_path.glob(".edge_mlla_int8_*"))  # the other candidates are gone
+    with Detector(r.output) as det:
+        assert det.precision == "int8"
