@@ -1,12 +1,56 @@
-# Slim runtime image for the edge: Detector over OpenVINO and ONNX Runtime. No torch, no Ultralytics.
-# Build: docker build -t edge-mlla .   Run: docker run --rm -v $PWD/models:/models edge-mlla predict /models/m.xml img.jpg
+# Slim edge image: Detector over OpenVINO and ONNX Runtime, tracking and line counting with supervision,
+# the camera sample and the bundled model as OpenVINO IR (f32 and INT8). No torch and no Ultralytics in it:
+# a build stage exports and quantizes the bundled checkpoint, and only the IR files are copied over.
+#
+# Build:
+#   docker build -t edge-mlla .
+# Default: the camera sample on the bundled BCCD clip (INT8 IR, tracking, a counting line); the annotated
+# video lands in ./out (mounted at /out, written as a non-root user: make ./out writable for uid 10001,
+# or add --user "$(id -u):$(id -g)"):
+#   mkdir -p out && docker run --rm -v "$PWD/out:/out" edge-mlla
+# A webcam (V4L2 device passed through), counting crossings of a vertical line:
+#   docker run --rm --device /dev/video0 -v "$PWD/out:/out" edge-mlla \
+#     python samples/camera.py --model /models/int8/yolo11n-mlla-bccd_int8.xml --source 0 \
+#       --track --line 320,0,320,480 --save /out/camera.mp4
+# An RTSP camera and your own model:
+#   docker run --rm -v "$PWD/models:/models/own:ro" -v "$PWD/out:/out" edge-mlla \
+#     python samples/camera.py --model /models/own/best.xml --source rtsp://user:pass@cam/stream --save /out/cam.mp4
+# The CLI: docker run --rm -v "$PWD:/data" edge-mlla edge-mlla predict /models/f32/yolo11n-mlla-bccd.xml /data/img.jpg
+# `docker stop` sends SIGTERM: the sample finalizes the video and prints its summary, as on Ctrl-C.
+
+FROM python:3.11-slim AS models
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY edge_mlla ./edge_mlla
+COPY runtimes ./runtimes
+COPY quantize ./quantize
+# Ultralytics pulls the GUI OpenCV, which needs libGL: swap in the headless build, as the Makefile does.
+RUN pip install "./[train,openvino,quant]" \
+ && pip uninstall -y opencv-python opencv-python-headless \
+ && pip install "opencv-python-headless>=4.8" \
+ && edge-mlla export edge_mlla/weights/yolo11n-mlla-bccd.pt --format openvino --imgsz 640 --output /tmp/ir \
+ && edge-mlla quantize /tmp/ir/yolo11n-mlla-bccd_openvino_model/yolo11n-mlla-bccd.xml --calib bccd \
+      --backend openvino --subset-size 100 --latency-runs 0 \
+ && mkdir -p /models \
+ && mv /tmp/ir/yolo11n-mlla-bccd_openvino_model /models/f32 \
+ && mv /tmp/ir/yolo11n-mlla-bccd_int8_openvino_model /models/int8
+
 FROM python:3.11-slim
-ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY edge_mlla ./edge_mlla
 COPY runtimes ./runtimes
 COPY quantize ./quantize
-# opencv-python-headless comes with the core dependencies; the extras add only the runtimes.
-RUN pip install ".[openvino,onnx]" && python -c "import edge_mlla, sys; assert 'torch' not in sys.modules"
-ENTRYPOINT ["edge-mlla"]
+# Runtime extras only (opencv-python-headless comes with the core). supervision 0.31 dropped ByteTrack (moved
+# to the `trackers` package, which requires the GUI OpenCV): 0.30 is the last with it and without that need.
+RUN pip install "./[openvino,onnx,track]" "supervision>=0.30,<0.31" \
+ && python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None or u.find_spec('ultralytics') is not None)"
+COPY samples ./samples
+COPY --from=models /models /models
+RUN useradd --create-home --uid 10001 edge && mkdir /out && chown edge /out
+USER 10001
+CMD ["python", "samples/camera.py", "--model", "/models/int8/yolo11n-mlla-bccd_int8.xml", \
+     "--source", "/app/edge_mlla/data/clips/bccd_pan.mp4", "--track", "--line", "320,0,320,480", \
+     "--hint", "throughput", "--inflight", "3", "--save", "/out/bccd_pan_annotated.mp4"]
