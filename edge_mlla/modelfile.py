@@ -149,7 +149,7 @@ def make_metadata(
         ours["precision"] = normalize_precision(ours["precision"])  # type: ignore[arg-type]
     payload = {"version": __version__, **ours}
     return {
-        "description": "edge_mlla YOLO11 detector",
+        "description": "edge_mlla YOLO detector",
         "author": "edge_mlla",
         "version": __version__,
         "task": task,

@@ -214,7 +214,7 @@ def test_bind_reports_each_block_size_p4_variant():
     assert bind(m, None, dynamic=True) == {} and all(b.dynamic for b in deploy_blocks(m).values())
 
 
-@pytest.mark.parametrize("bad", [330, (320, 100), 0, -32, (32,) * 3, "640", True, 64.0])
+@pytest.mark.parametrize("bad", [330, (320, 100), 0, -32, (32,) * 3, "640x330", "abc", True, 64.0])
 def test_imgsz_rule(bad):
     with pytest.raises(ConfigError, match="imgsz"):
         normalize_imgsz(bad)

@@ -83,6 +83,7 @@ def export(
     simplify: bool = True,
     opset: int = OPSET,
     reparameterize: bool = True,
+    end2end: bool | None = None,
 ) -> Path:
     """Export a detector to ONNX or OpenVINO IR and return the model file's path.
 
@@ -101,6 +102,9 @@ def export(
         opset: ONNX opset, 17..21.
         reparameterize: convert to the deploy form first (default). ``False`` exports the training
             form (Conv+BN still fused), for comparisons such as node counts and latency.
+        end2end: for heads with a one-to-one branch (YOLO26): ``None``/``True`` export the NMS-free head,
+            output ``(B, max_det, 6)`` = ``x1, y1, x2, y2, score, class`` in input pixels; ``False`` exports the
+            one-to-many head (``(B, 4 + nc, A)``, NMS afterwards). Heads without that branch ignore it.
 
     Raises:
         MissingFileError, ModelFileError, ConfigError, OutputNotWritableError, ExportError.
@@ -122,6 +126,13 @@ def export(
     out_dir = _output_dir(output, checkpoint)
     stem = Path(checkpoint).stem if isinstance(checkpoint, (str, os.PathLike)) else "model"
 
+    if end2end is not None and not isinstance(end2end, bool):
+        raise ConfigError(f"end2end must be True, False or None, got {end2end!r}")
+    head = model.model[-1]
+    if getattr(head, "one2one_cv2", None) is not None:  # select the branch before fusion drops the other one
+        model.end2end = end2end is not False
+    elif end2end:
+        raise ConfigError(f"end2end=True but {stem} has no one-to-one (NMS-free) head; YOLO26 models have one")
     model = _prepare(model, hw, batch, dynamic, reparameterize)
     metadata = _metadata(model, hw, batch, dynamic, half, stride, reparameterize)
     with tempfile.TemporaryDirectory(prefix=".edge_mlla_export_", dir=out_dir) as tmp:
@@ -157,7 +168,8 @@ def _prepare(model, hw: tuple[int, int], batch: int, dynamic: bool, reparam: boo
     for m in model.modules():
         if isinstance(m, Detect):
             m.dynamic, m.export, m.format, m.shape = dynamic, True, "onnx", None
-            m.xyxy = False
+            m.xyxy = False  # (B, 4 + nc, A) xywh for NMS heads; end-to-end heads (YOLO26) give (B, max_det, 6) xyxy
+            m.agnostic_nms = False
             m.max_det = min(getattr(m, "max_det", 300), sum((hw[0] // int(s)) * (hw[1] // int(s)) for s in model.stride))
     for p in model.parameters():
         p.requires_grad_(False)
@@ -185,7 +197,7 @@ def _metadata(model, hw, batch, dynamic, half, stride, reparam: bool = True) -> 
     # Keys Ultralytics' AutoBackend also reads (nn/backends/base.py: apply_metadata): its export args and head.
     md.setdefault("args", str({"batch": batch, "dynamic": dynamic, "half": half, "nms": False}))
     md.setdefault("channels", "3")
-    md.setdefault("end2end", "False")
+    md.setdefault("end2end", str(bool(getattr(model, "end2end", False))))
     return md
 
 

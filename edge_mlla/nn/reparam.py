@@ -155,36 +155,19 @@ def is_reparameterized(model: nn.Module) -> bool:
     return not any(isinstance(m, MLLABlock) for m in inner.modules())
 
 
-def normalize_imgsz(imgsz: int | tuple[int, int] | list[int], stride: int = 32) -> tuple[int, int]:
-    """``imgsz`` as (height, width), checked: positive ints, each a multiple of the model's max ``stride``.
+def normalize_imgsz(imgsz: int | tuple[int, int] | list[int] | str, stride: int = 32) -> tuple[int, int]:
+    """``imgsz`` as (height, width), checked: positive ints, each a multiple of the model's max ``stride``
+    (:func:`edge_mlla.ops.parse_imgsz`, the one parser of the library and the CLI).
 
     Example:
         >>> normalize_imgsz(640)
         (640, 640)
-        >>> normalize_imgsz((384, 640))
+        >>> normalize_imgsz("384x640")
         (384, 640)
     """
-    if isinstance(imgsz, bool):
-        raise ConfigError(f"imgsz must be an int or (height, width), got {imgsz!r}")
-    if isinstance(imgsz, int):
-        hw = (imgsz, imgsz)
-    elif isinstance(imgsz, (tuple, list)) and len(imgsz) == 2:
-        hw = tuple(imgsz)
-    elif isinstance(imgsz, (tuple, list)) and len(imgsz) == 1:
-        hw = (imgsz[0], imgsz[0])
-    else:
-        raise ConfigError(f"imgsz must be an int or (height, width), got {imgsz!r}")
-    for s in hw:
-        if not isinstance(s, int) or isinstance(s, bool) or s <= 0:
-            raise ConfigError(f"imgsz sides must be positive ints, got {imgsz!r}")
-    bad = [s for s in hw if s % stride]
-    if bad:
-        up = tuple(-(-s // stride) * stride for s in hw)
-        raise ConfigError(
-            f"imgsz {hw[0]}x{hw[1]} (height x width) is not valid: each side must be a multiple of the model's "
-            f"max stride {stride} (e.g. {up[0]}x{up[1]})"
-        )
-    return int(hw[0]), int(hw[1])
+    from edge_mlla.ops import parse_imgsz
+
+    return parse_imgsz(imgsz, stride=stride)
 
 
 @torch.no_grad()
