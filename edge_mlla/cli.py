@@ -49,7 +49,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
     from edge_mlla.export import export
 
     out = export(a.checkpoint, format=a.format, imgsz=a.imgsz, batch=a.batch, dynamic=a.dynamic, half=a.half,
-                 output=a.output)
+                 output=a.output, end2end=a.end2end)
     print(f"exported: {out}")
     return 0
 
@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--dynamic", action="store_true", help="dynamic batch and image size")
     p.add_argument("--half", action="store_true", help="fp16 weights")
+    p.add_argument("--end2end", action=argparse.BooleanOptionalAction, default=None,
+                   help="YOLO26: export the NMS-free head, output (N, 300, 6) (default); --no-end2end: the NMS head")
     p.add_argument("-o", "--output", default=None, help="output folder")
     p.set_defaults(fn=_cmd_export)
 
@@ -221,24 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---- scale-out commands (serve, serve-streams, export-repo): the work is in edge_mlla.serve / edge_mlla.repo
 def _cmd_serve(a: argparse.Namespace) -> int:
-    import time
-
     from edge_mlla.serve import run
 
     server = run(a.model, replicas=a.replicas, port=a.port, host=a.host, max_batch=a.max_batch,
                  batch_wait_ms=a.batch_wait_ms, batcher=a.batcher, threads=a.threads, num_cpus=a.num_cpus,
                  address=a.address, name=a.name, route_prefix=a.route_prefix, backend=a.backend, device=a.device,
                  precision=a.precision, conf=a.conf, iou=a.iou, ship_model=a.ship_model, blocking=False)  # fmt: skip
-    print(f"serving {a.model} on {server.url} ({a.replicas} replicas); Ctrl+C to stop")
-    print(f"  curl -s -H 'Content-Type: image/jpeg' --data-binary @image.jpg {server.url}")
-    print(f"  curl -s {server.url}health")
-    try:
-        while True:
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        print("shutting down")
-    finally:
-        server.shutdown()
+    print(f"Ctrl+C to stop. Try:\n  curl -s -H 'Content-Type: image/jpeg' --data-binary @image.jpg {server.url}\n"
+          f"  curl -s {server.url}health", flush=True)
+    server.wait()  # until Ctrl+C / SIGTERM, then shuts the app (and the Ray it started) down
     return 0
 
 
