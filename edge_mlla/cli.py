@@ -228,7 +228,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     server = run(a.model, replicas=a.replicas, port=a.port, host=a.host, max_batch=a.max_batch,
                  batch_wait_ms=a.batch_wait_ms, batcher=a.batcher, threads=a.threads, num_cpus=a.num_cpus,
                  address=a.address, name=a.name, route_prefix=a.route_prefix, backend=a.backend, device=a.device,
-                 precision=a.precision, conf=a.conf, iou=a.iou, ship_model=a.ship_model, blocking=False)  # fmt: skip
+                 precision=a.precision, conf=a.conf, iou=a.iou, ship_model=a.ship_model, blocking=False,
+                 handle_sigterm=True)  # fmt: skip
     print(f"Ctrl+C to stop. Try:\n  curl -s -H 'Content-Type: image/jpeg' --data-binary @image.jpg {server.url}\n"
           f"  curl -s {server.url}health", flush=True)
     server.wait()  # until Ctrl+C / SIGTERM, then shuts the app (and the Ray it started) down

@@ -11,7 +11,9 @@ What runs where:
   :class:`DetectorDeployment`, each a Ray actor with ``num_cpus`` reserved and its runtime limited to
   ``threads`` threads (OpenVINO ``INFERENCE_NUM_THREADS``, ONNX Runtime/CUDA ``threads``, torch
   ``set_num_threads``). Requests are grouped by ``@serve.batch`` (``max_batch`` images or
-  ``batch_wait_ms``, whichever comes first) into one ``Detector.predict(list)`` call.
+  ``batch_wait_ms``, whichever comes first) into one ``Detector.predict(list)`` call;
+  ``batcher="greedy"`` forms each batch only when the previous one has finished (see
+  :class:`GreedyBatcher`), which keeps batches full when the replica is saturated.
 * :func:`run` starts Ray (or joins a cluster with ``address=``), starts the HTTP proxy on
   ``host:port`` (127.0.0.1 unless told otherwise) and deploys the app.
 * HTTP routes: ``POST /`` (or ``/predict``) with a JPEG/PNG body (``Content-Type: image/jpeg``,
@@ -104,9 +106,12 @@ def _start_ray(address: str | None = None, num_cpus: float | None = None) -> boo
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    address = address or os.environ.get("RAY_ADDRESS") or None  # Ray's own variable: join that cluster
     if address:
+        _probe_cluster(address)
         kwargs = {"address": address, "log_to_driver": False}
-    else:
+    else:  # "local": a new instance even if a stale or foreign cluster is recorded in /tmp/ray
+        kwargs["address"] = "local"
         kwargs["_node_ip_address"] = "127.0.0.1"
         if num_cpus is not None:
             kwargs["num_cpus"] = num_cpus
@@ -115,6 +120,27 @@ def _start_ray(address: str | None = None, num_cpus: float | None = None) -> boo
     except ConnectionError as e:
         raise ServeError(f"could not connect to the Ray cluster at {address!r}: {e}; start it with `ray start --head`") from e
     return not address
+
+
+def _probe_cluster(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (Ray itself retries for minutes) when nothing listens at a cluster address."""
+    target = address
+    if address == "auto":
+        recorded = Path(tempfile.gettempdir(), "ray", "ray_current_cluster")  # where `ray start` records the head
+        if not recorded.is_file():
+            raise ServeError("address='auto' but no Ray cluster was started on this machine; run `ray start --head` "
+                             "first, or give the head's HOST:PORT")  # fmt: skip
+        target = recorded.read_text().strip()
+    hostport = target.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"Ray address must be HOST:PORT (e.g. 10.0.0.5:6379) or 'auto', got {address!r}")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise ServeError(f"no Ray cluster answers at {hostport} ({e}); start the head with `ray start --head --port={port}`"
+                         + (" (the cluster recorded in /tmp/ray is gone)" if address == "auto" else "")) from e
 
 
 # ============================================================================== configuration
@@ -134,6 +160,7 @@ class ServeConfig:
     max_det: int = 300
     max_batch: int = 8
     batch_wait_ms: float = 5.0
+    batcher: str = "serve"
     threads: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
@@ -276,6 +303,76 @@ def detections_from_json(payload: dict[str, Any], names: dict[int, str] | None =
     return Detections(boxes, np.asarray(payload.get("scores", []), np.float32), np.asarray(ids, np.int64), names=names)
 
 
+# ============================================================================== batching
+BATCHERS = ("serve", "greedy")
+
+
+class GreedyBatcher:
+    """Dynamic batching that forms a batch only when the previous batch has finished.
+
+    ``@serve.batch`` forms batches eagerly: while one batch runs, the next is closed after
+    ``batch_wait_ms`` with whatever arrived and then waits its turn, so on a saturated CPU replica
+    batches stay near size 1 (measured: ``benchmarks/results/bench_serve.md``). This batcher, like
+    Triton's dynamic batcher, takes every waiting request (up to ``max_batch``) when it is free, and
+    waits up to ``wait_s`` for company only when fewer are waiting. Use it from one event loop.
+
+    Example:
+        >>> import asyncio
+        >>> async def double(xs): return [2 * x for x in xs]
+        >>> async def main():
+        ...     b = GreedyBatcher(double, max_batch=4, wait_s=0.01)
+        ...     return await asyncio.gather(*(b(i) for i in range(6)))
+        >>> asyncio.run(main())
+        [0, 2, 4, 6, 8, 10]
+    """
+
+    def __init__(self, fn: Callable[[list[Any]], Any], max_batch: int, wait_s: float) -> None:
+        self.fn, self.max_batch, self.wait_s = fn, int(max_batch), float(wait_s)
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+
+    async def __call__(self, item: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run())
+        fut = loop.create_future()
+        self._queue.put_nowait((item, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            deadline = loop.time() + self.wait_s
+            while len(batch) < self.max_batch:
+                if not queue.empty():
+                    batch.append(queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            live = [(x, f) for x, f in batch if not f.done()]  # callers that gave up are skipped
+            if not live:
+                continue
+            try:
+                results = await self.fn([x for x, _ in live])
+            except Exception as e:  # one failure fails this batch's callers, not the loop
+                for _, f in live:
+                    if not f.done():
+                        f.set_exception(e)
+                continue
+            for (_, f), r in zip(live, results):
+                if not f.done():
+                    f.set_result(r)
+
+
 # ============================================================================== the deployment
 class _HTTPError(Exception):
     def __init__(self, status: int, kind: str, message: str) -> None:
@@ -324,9 +421,11 @@ class DetectorDeployment:
 
             torch.set_num_threads(int(config.threads))
         self._pool = ThreadPoolExecutor(max(2, config.threads or 1), thread_name_prefix="edge_mlla-serve")
-        self._batched = serve.batch(max_batch_size=config.max_batch, batch_wait_timeout_s=config.batch_wait_ms / 1000.0)(
-            self._predict_batch
-        )
+        wait_s = config.batch_wait_ms / 1000.0
+        if config.batcher == "greedy":
+            self._batched: Callable[[_Item], Any] = GreedyBatcher(self._predict_batch, config.max_batch, wait_s)
+        else:
+            self._batched = serve.batch(max_batch_size=config.max_batch, batch_wait_timeout_s=wait_s)(self._predict_batch)
         try:
             self.replica_id = serve.get_replica_context().replica_id.to_full_id_str()
         except Exception:  # outside a replica (unit use)
@@ -389,7 +488,7 @@ class DetectorDeployment:
         cfg = self.config
         return {
             "model": self._model_info,
-            "serve": {"max_batch": cfg.max_batch, "batch_wait_ms": cfg.batch_wait_ms, "threads": cfg.threads,
+            "serve": {"max_batch": cfg.max_batch, "batch_wait_ms": cfg.batch_wait_ms, "batcher": cfg.batcher, "threads": cfg.threads,
                       "max_pixels": cfg.max_pixels, "max_bytes": cfg.max_bytes},
             "replica": self.replica_id,
             "pid": os.getpid(),
@@ -492,6 +591,7 @@ def build_app(
     replicas: int = 1,
     max_batch: int = 8,
     batch_wait_ms: float = 5.0,
+    batcher: str = "serve",
     threads: int | None = None,
     num_cpus: float | None = None,
     backend: str = "auto",
@@ -516,6 +616,8 @@ def build_app(
         max_batch, batch_wait_ms: ``@serve.batch`` limits: a batch runs when ``max_batch`` requests
             wait or the first has waited ``batch_wait_ms``. Batches pay off with dynamic-batch models
             (``export(..., dynamic=True)``); a fixed batch-1 model runs a batch image by image.
+        batcher: ``"serve"`` (``@serve.batch``) or ``"greedy"`` (:class:`GreedyBatcher`: a batch is
+            formed when the replica is free, so it fills up under load).
         threads: runtime threads per replica (default: this machine's cores / replicas).
         num_cpus: CPUs Ray reserves per replica (default: ``threads``).
         backend, device, precision, conf, iou, max_det, **detector_options: as for ``Detector``.
@@ -539,14 +641,11 @@ def build_app(
         threads = _positive_int(threads, "threads")
     if not isinstance(batch_wait_ms, (int, float)) or isinstance(batch_wait_ms, bool) or not (0 <= batch_wait_ms <= 10_000):
         raise ConfigError(f"batch_wait_ms must be a number of milliseconds in [0, 10000], got {batch_wait_ms!r}")
+    if batcher not in BATCHERS:
+        raise ConfigError(f"batcher must be one of {', '.join(BATCHERS)}, got {batcher!r}")
     max_pixels = _positive_int(max_pixels, "max_pixels")
     max_bytes = _positive_int(max_bytes, "max_bytes")
-    if threads is None:
-        threads = max(1, int(num_cpus) if num_cpus else (os.cpu_count() or 1) // replicas)
-    if num_cpus is None:
-        num_cpus = float(threads)
-    if not isinstance(num_cpus, (int, float)) or num_cpus < 0:
-        raise ConfigError(f"num_cpus must be a number >= 0, got {num_cpus!r}")
+    threads, num_cpus = replica_budget(replicas, threads, num_cpus)
     files: dict[str, bytes] | None = None
     if check or ship_model:
         if not path.exists():
@@ -559,7 +658,7 @@ def build_app(
         path = path if path.is_file() else _model_files(path)[0]
     config = ServeConfig(
         model=str(path), backend=backend, device=device, precision=precision, conf=float(conf), iou=float(iou),
-        max_det=int(max_det), max_batch=max_batch, batch_wait_ms=float(batch_wait_ms), threads=threads,
+        max_det=int(max_det), max_batch=max_batch, batch_wait_ms=float(batch_wait_ms), batcher=batcher, threads=threads,
         max_pixels=max_pixels, max_bytes=max_bytes, detector_options=dict(detector_options),
     )  # fmt: skip
     dep = serve.deployment(
@@ -569,9 +668,30 @@ def build_app(
         ray_actor_options={"num_cpus": float(num_cpus)},
         max_ongoing_requests=max_ongoing_requests or max(16, 2 * max_batch),
     )
-    LOGGER.info("app: %s x%d replicas, %s threads / %s CPUs each, max_batch %d, wait %.1f ms",
-                path.name, replicas, threads, num_cpus, max_batch, batch_wait_ms)  # fmt: skip
+    LOGGER.info("app: %s x%d replicas, %s threads / %s CPUs each, max_batch %d, wait %.1f ms (%s batcher)",
+                path.name, replicas, threads, num_cpus, max_batch, batch_wait_ms, batcher)  # fmt: skip
     return dep.bind(config, files)
+
+
+def replica_budget(replicas: int, threads: int | None = None, num_cpus: float | None = None) -> tuple[int, float]:
+    """``(threads, num_cpus)`` per replica: threads default to this machine's cores / replicas (or
+    ``num_cpus``), Ray CPUs default to the threads.
+
+    Example:
+        >>> replica_budget(2, threads=1)
+        (1, 1.0)
+        >>> replica_budget(1, threads=2, num_cpus=0.5)
+        (2, 0.5)
+    """
+    replicas = _positive_int(replicas, "replicas")
+    if threads is None:
+        threads = max(1, int(num_cpus) if num_cpus else (os.cpu_count() or 1) // replicas)
+    threads = _positive_int(threads, "threads")
+    if num_cpus is None:
+        num_cpus = float(threads)
+    if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or num_cpus < 0:
+        raise ConfigError(f"num_cpus must be a number >= 0, got {num_cpus!r}")
+    return threads, float(num_cpus)
 
 
 def _probe(path: Path, backend: str, device: str | None, precision: str | None, conf: float, iou: float,
@@ -592,7 +712,7 @@ def check_port(host: str, port: int) -> None:
     Example:
         >>> import socket
         >>> s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(); port = s.getsockname()[1]
-        >>> check_port("127.0.0.1", port)
+        >>> check_port("127.0.0.1", port)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         edge_mlla.errors.ServeError: cannot listen on 127.0.0.1:... (port in use?): [Errno 98] Address already in use; pick another --port
@@ -607,6 +727,8 @@ def check_port(host: str, port: int) -> None:
         raise ConfigError(f"host {host!r} does not resolve ({e}); use an address such as 127.0.0.1 or 0.0.0.0") from e
     family, _, _, _, addr = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as s:
+        if os.name == "posix":  # as uvicorn does: TIME_WAIT leftovers of a previous server do not block it
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(addr)
         except OSError as e:
@@ -642,6 +764,27 @@ class Server:
             self._detector = RemoteDetector(self.app)
         return self._detector
 
+    def wait(self) -> None:
+        """Serve until Ctrl+C or SIGTERM (as ``docker stop`` and systemd send it), then :meth:`shutdown`.
+
+        Example:
+            >>> run("best.xml", blocking=False).wait()   # doctest: +SKIP
+        """
+        import signal
+
+        previous = sigterm_as_interrupt()
+        try:
+            while True:
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            LOGGER.info("shutting down %s", self.app)
+        finally:
+            try:
+                self.shutdown()
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
+
     def shutdown(self) -> None:
         """Delete the app; shut Serve down if :func:`run` started it, and Ray if it started Ray."""
         ray, serve = _import_ray()
@@ -663,6 +806,20 @@ class Server:
         self.shutdown()
 
 
+def sigterm_as_interrupt() -> Any:
+    """Make SIGTERM raise ``KeyboardInterrupt`` in the main thread (so ``finally`` blocks shut Serve and Ray
+    down) instead of Ray's handler, which dumps stacks and aborts; returns the previous handler, or None
+    outside the main thread (where handlers cannot be set)."""
+    import signal
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, on_term)
+
+
 def run(
     model: str | os.PathLike,
     *,
@@ -677,15 +834,18 @@ def run(
     route_prefix: str = "/",
     blocking: bool = True,
     ray_num_cpus: float | None = None,
+    handle_sigterm: bool | None = None,
     **app_options: Any,
 ) -> Server:
     """Start (or join) Ray, start Serve's HTTP proxy on ``host:port``, deploy ``model`` and serve it.
 
-    ``blocking=True`` (the CLI) serves until Ctrl+C and then shuts down; ``blocking=False`` returns a
-    :class:`Server` at once (call ``server.shutdown()``). ``address`` joins a running cluster
+    ``blocking=True`` serves until Ctrl+C or SIGTERM and then shuts down; ``blocking=False`` returns a
+    :class:`Server` at once (call ``server.wait()`` or ``server.shutdown()``). ``address`` joins a running cluster
     (``ray start --head`` on one machine, ``ray start --address=HEAD:6379`` on the others); without
     it a local single-node Ray is started (no dashboard, usage stats off). Other keyword arguments go
     to :func:`build_app` (``backend``, ``precision``, ``num_cpus``, ``ship_model``, ...).
+    ``handle_sigterm`` (default: ``blocking``) turns SIGTERM into ``KeyboardInterrupt`` from the moment
+    Ray is up, so a stop during start-up also cleans up (see :func:`sigterm_as_interrupt`).
 
     Example:
         >>> server = run("best.xml", replicas=2, port=8000, max_batch=4, blocking=False)  # doctest: +SKIP
@@ -696,15 +856,19 @@ def run(
     ray, serve = _import_ray()
     if not isinstance(route_prefix, str) or not route_prefix.startswith("/"):
         raise ConfigError(f"route_prefix must start with '/', got {route_prefix!r}")
-    fresh = not ray.is_initialized()
-    if fresh and _is_local(address) and not _serve_running(ray, serve):
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not ray.is_initialized() and address:
+        _probe_cluster(address)  # before the model probe: a wrong address fails in seconds
+    if _is_local(address) and not _serve_running(ray, serve):
         check_port(host, port)
     app = build_app(model, replicas=replicas, max_batch=max_batch, batch_wait_ms=batch_wait_ms, threads=threads,
                     **app_options)  # fmt: skip
     owns_ray = _start_ray(address, ray_num_cpus)
+    if blocking if handle_sigterm is None else handle_sigterm:
+        sigterm_as_interrupt()
     try:
         started_serve = not _serve_running(ray, serve)
-        _check_resources(ray, replicas, app_options.get("num_cpus"), threads, app)
+        _check_resources(ray, replicas, replica_budget(replicas, threads, app_options.get("num_cpus"))[1])
         if started_serve:
             serve.start(http_options={"host": host, "port": int(port)})
         try:
@@ -721,13 +885,7 @@ def run(
     LOGGER.info("serving %s on %s (%d replicas; GET %shealth)", Path(model).name, server.url, replicas, server.url)
     if not blocking:
         return server
-    try:
-        while True:
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        LOGGER.info("shutting down")
-    finally:
-        server.shutdown()
+    server.wait()
     return server
 
 
@@ -742,11 +900,8 @@ def _serve_running(ray: Any, serve: Any) -> bool:
         return False
 
 
-def _check_resources(ray: Any, replicas: int, num_cpus: float | None, threads: int | None, app: Any) -> None:
+def _check_resources(ray: Any, replicas: int, need: float) -> None:
     """Fail now when the cluster cannot place the replicas (Serve would otherwise wait forever)."""
-    need = float(app._bound_deployment.ray_actor_options.get("num_cpus", 1)) if hasattr(app, "_bound_deployment") else None
-    if need is None:
-        return
     total = float(ray.cluster_resources().get("CPU", 0))
     if replicas * need > total + 1e-9:
         raise ConfigError(
@@ -774,7 +929,7 @@ class RemoteDetector:
         >>> rd = RemoteDetector("edge_mlla")          # doctest: +SKIP
         >>> d = rd(frame)                             # doctest: +SKIP
         >>> d.xyxy, d.class_name, d.timing            # doctest: +SKIP
-        >>> rd([frame1, frame2])                      # doctest: +SKIP   (sent concurrently, batched by Serve)
+        >>> rd([frame1, frame2])    # sent concurrently, batched by Serve   # doctest: +SKIP
     """
 
     def __init__(self, app: str = APP_NAME, address: str | None = None, timeout_s: float = 60.0) -> None:
@@ -917,7 +1072,7 @@ class StreamsReport:
             m = s.summary()
             rows.append(f"| {s.source} | {'yes' if s.live else 'no'} | {s.read} | {s.processed} | {s.dropped} | {s.errors} "
                         f"| {s.retries} | {s.boxes} | {m['fps']:.1f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} |")  # fmt: skip
-        tot = lambda k: sum(getattr(s, k) for s in self.sources)  # noqa: E731
+        tot = lambda k: sum(getattr(s, k) for s in self.sources)
         rows.append(f"| all ({self.transport}) | | {tot('read')} | {tot('processed')} | {tot('dropped')} | {tot('errors')} "
                     f"| {tot('retries')} | {tot('boxes')} | {self.fps:.1f} | | |")  # fmt: skip
         return "\n".join(rows)
@@ -1174,12 +1329,14 @@ def serve_streams(
 
 __all__ = [
     "APP_NAME",
+    "BATCHERS",
     "DetectorDeployment",
     "FrameResult",
+    "GreedyBatcher",
     "HTTPClient",
     "RemoteDetector",
-    "Server",
     "ServeConfig",
+    "Server",
     "SourceStats",
     "StreamsReport",
     "build_app",
@@ -1189,6 +1346,8 @@ __all__ = [
     "detections_to_json",
     "image_header",
     "open_capture",
+    "replica_budget",
     "run",
+    "sigterm_as_interrupt",
     "serve_streams",
 ]

@@ -21,14 +21,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import BCCD, ROOT
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.serve")
 
-from edge_mlla import Detector  # noqa: E402
-from edge_mlla.errors import ShapeError  # noqa: E402
+from edge_mlla import Detector
+from edge_mlla.errors import ShapeError
 
 IMGSZ = 320
 IMAGES = sorted((BCCD / "images" / "test").glob("*.jpg"))[:6]
@@ -93,6 +92,17 @@ def test_cli_bad_input_is_one_line_no_traceback(tmp_path, monkeypatch, capsys, e
     assert 'pip install "edge-mlla[serve]"' in err and "Traceback" not in err
 
 
+def test_unreachable_cluster_fails_fast():
+    """Ray itself retries a dead address for minutes; we check the port first."""
+    from edge_mlla.errors import ConfigError, ServeError
+    from edge_mlla.serve import _probe_cluster
+
+    with pytest.raises(ServeError, match=r"no Ray cluster answers at 127\.0\.0\.1:\d+ .*ray start --head"):
+        _probe_cluster(f"127.0.0.1:{_free_port()}", timeout_s=2)
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        _probe_cluster("not-an-address")
+
+
 def test_cli_port_in_use_is_a_clear_error(exported):
     """A fresh process, as a user runs it: the port check happens before Ray starts."""
     model = exported("onnx", imgsz=IMGSZ)
@@ -107,6 +117,34 @@ def test_cli_port_in_use_is_a_clear_error(exported):
     assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
 
 
+# ------------------------------------------------------------------ greedy batcher (plain asyncio)
+def test_greedy_batcher_fills_batches_from_the_backlog():
+    import asyncio
+
+    from edge_mlla.serve import GreedyBatcher
+
+    sizes: list[int] = []
+
+    async def work(xs):
+        sizes.append(len(xs))
+        await asyncio.sleep(0.01)
+        if -1 in xs:
+            raise ValueError("bad item")
+        return [x * 10 for x in xs]
+
+    async def main():
+        b = GreedyBatcher(work, max_batch=4, wait_s=0.0)
+        out = await asyncio.gather(*(b(i) for i in range(10)))  # all 10 wait before the first batch starts
+        bad = await asyncio.gather(b(-1), b(5), return_exceptions=True)  # one batch: both callers get the error
+        after = await b(7)  # the loop survives a failed batch
+        return out, bad, after
+
+    out, bad, after = asyncio.run(main())
+    assert out == [i * 10 for i in range(10)]
+    assert sizes[:3] == [4, 4, 2]  # full batches from the backlog, in arrival order
+    assert all(isinstance(e, ValueError) for e in bad) and after == 70
+
+
 # ------------------------------------------------------------------ one Ray instance for the rest
 @pytest.fixture(scope="module")
 def server(exported):
@@ -117,7 +155,7 @@ def server(exported):
     model = exported("openvino", imgsz=IMGSZ)
     port = _free_port()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         srv = run(model, replicas=2, port=port, threads=1, num_cpus=0.5, max_batch=4, batch_wait_ms=10, blocking=False)
     except BaseException:
@@ -387,20 +425,22 @@ def test_serve_streams_files_every_frame_live_latest_frame(server, ref, tmp_path
 
 
 def test_second_app_onnxruntime_dynamic_batch_shipped_model(server, exported):
-    """Any backend: a dynamic-batch ONNX on ONNX Runtime, model bytes shipped through Ray, on /ort."""
+    """Any backend: a dynamic-batch ONNX on ONNX Runtime, model bytes shipped through Ray, on /ort, greedy batcher."""
     from ray import serve
 
     from edge_mlla.serve import run
 
     onnx = exported("onnx", imgsz=IMGSZ, dynamic=True)
     srv2 = run(onnx, name="edge_mlla_ort", route_prefix="/ort", replicas=1, threads=1, num_cpus=0.5, max_batch=4,
-               batch_wait_ms=50, backend="onnxruntime", ship_model=True, port=server["port"], blocking=False)  # fmt: skip
+               batch_wait_ms=50, batcher="greedy", backend="onnxruntime", ship_model=True, port=server["port"],
+               blocking=False)  # fmt: skip
     try:
         local = Detector(onnx, backend="onnxruntime")
         frames = [cv2.imread(str(p)) for p in IMAGES] * 2
         h = serve.get_app_handle("edge_mlla_ort")
         answers = [r.result(timeout_s=120) for r in [h.detect_json.remote(f) for f in frames]]
-        assert max(a["timing_ms"]["batch_size"] for a in answers) > 1  # 12 in flight, one replica: real batches
+        sizes = [a["timing_ms"]["batch_size"] for a in answers]
+        assert sum(s == 4 for s in sizes) >= 4  # 12 in flight on one replica: at least one full batch
         for a, f in zip(answers, frames):
             assert a["model"]["backend"] == "onnxruntime" and a["model"]["batch"] is None
             _same_json(a, local(f))  # batched vs one at a time: equal to float noise
@@ -428,15 +468,29 @@ def _ray_children() -> list[str]:
 
 
 def test_clean_shutdown_leaves_no_processes(server):
-    """Last test of the module: serve.shutdown() + ray.shutdown() and nothing of Ray is left."""
+    """Last test of the module: SIGTERM (as docker stop / systemd send it) ends Server.wait(), which shuts Serve
+    down; then ray.shutdown(), and nothing of Ray is left."""
+    import signal
+
     from ray import serve
 
     assert any(n.split(":", 1)[1] in ("raylet", "gcs_server") for n in _ray_children())  # they were ours
-    serve.shutdown()
+    default = signal.getsignal(signal.SIGTERM)
+
+    def send_when_armed() -> None:  # only once wait() has put its handler in place
+        deadline = time.monotonic() + 30
+        while signal.getsignal(signal.SIGTERM) is default and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=send_when_armed, daemon=True).start()
+    server["srv"].wait()  # returns after shutting Serve down
+    assert signal.getsignal(signal.SIGTERM) is default  # handler restored
+    with pytest.raises(OSError):  # Serve's HTTP proxy is gone with it
+        _post(server["port"], b"", None, "/health", "GET")
+    serve.shutdown()  # no-op now; the documented pair
     ray.shutdown()
     deadline = time.monotonic() + 30
     while _ray_children() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _ray_children() == []
-    with pytest.raises(OSError):
-        _post(server["port"], b"", None, "/health", "GET")

@@ -1,0 +1,331 @@
+"""Ray Serve throughput and latency vs replicas and max batch, next to the Detector alone (same run).
+
+What is measured (all on one machine, one local Ray instance, loopback HTTP):
+
+* ``Detector alone``: the same model in this process, JPEG bytes -> ``cv2.imdecode`` -> ``Detector``,
+  1 client thread and ``--clients`` client threads (the Detector is thread-safe); runtime threads = all
+  cores. This is the ceiling a server on this machine can approach.
+* ``Serve``: ``edge_mlla.serve.build_app`` for every (replicas, max_batch) in the grid, driven over
+  HTTP by ``--clients`` closed-loop client threads posting the JPEG bytes of BCCD test images
+  (640x480); each replica gets ``cores / replicas`` runtime threads and as many Ray CPUs.
+* ``streams``: ``serve_streams`` with K video files (every frame) against the best config, for the
+  per-camera FPS budget.
+* JPEG bytes per 640x480 frame at quality 90 (what a camera client sends) vs raw BGR.
+
+Latency is client-side (send -> JSON parsed), p50/p99 over ``--requests`` requests after a warm-up.
+The client threads run in this process and share the cores with the replicas: on a 2-core machine
+that costs the server some throughput, as it would cost a real edge box running its own clients.
+
+    .venv/bin/python benchmarks/bench_serve.py            # writes benchmarks/results/bench_serve.{md,json}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+WEIGHTS = ROOT / "edge_mlla" / "weights" / "yolo11n-mlla-bccd.pt"
+IMAGES = sorted((ROOT / "edge_mlla" / "data" / "bccd" / "images" / "test").glob("*.jpg"))
+LOG = logging.getLogger("bench_serve")
+
+
+def cpu_info() -> dict:
+    name, flags = platform.processor() or "?", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name in ("?", "", "x86_64"):
+                name = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
+    return {"model_name": name, "cores": os.cpu_count(), "flags": {f: f in flags for f in wanted}}
+
+
+def background_load() -> str:
+    """Other heavy processes on the machine (a training run), for the results' caveat."""
+    try:
+        out = subprocess.run(["ps", "-eo", "pcpu,args", "--sort=-pcpu"], capture_output=True, text=True, timeout=10,
+                             check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    me = str(Path(__file__).name)
+    busy = [ln.strip() for ln in out.splitlines()[1:6] if ln.strip() and me not in ln and float(ln.split()[0]) > 30]
+    return "; ".join(b[:120] for b in busy)
+
+
+def percentiles(lat_s: list[float]) -> dict:
+    a = np.asarray(lat_s) * 1000
+    return {"p50_ms": round(float(np.percentile(a, 50)), 1), "p99_ms": round(float(np.percentile(a, 99)), 1),
+            "mean_ms": round(float(a.mean()), 1)}  # fmt: skip
+
+
+def closed_loop(fn, bodies: list[bytes], requests: int, clients: int, warmup: int) -> dict:
+    """``clients`` threads call ``fn(body)`` until ``warmup + requests`` calls are made; the first ``warmup``
+    are not measured. Throughput = measured requests / (last measured end - first measured start)."""
+    lat: list[float] = []
+    spans: list[tuple[float, float]] = []
+    extra: list[dict] = []
+    lock = threading.Lock()
+    counter = iter(range(warmup + requests))
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            t0 = time.perf_counter()
+            out = fn(bodies[i % len(bodies)])
+            t1 = time.perf_counter()
+            if i >= warmup:
+                with lock:
+                    lat.append(t1 - t0)
+                    spans.append((t0, t1))
+                    if isinstance(out, dict):
+                        extra.append(out)
+
+    with ThreadPoolExecutor(clients) as pool:
+        for f in [pool.submit(worker) for _ in range(clients)]:
+            f.result()
+    wall = max(e for _, e in spans) - min(s for s, _ in spans)
+    res = {"requests": len(lat), "clients": clients, "throughput_rps": round(len(lat) / wall, 2), **percentiles(lat)}
+    if extra:
+        res["mean_batch"] = round(float(np.mean([e["timing_ms"]["batch_size"] for e in extra])), 2)
+        res["mean_queue_ms"] = round(float(np.mean([e["timing_ms"]["queue"] for e in extra])), 1)
+        res["mean_batch_infer_ms"] = round(float(np.mean([e["timing_ms"]["infer"] for e in extra])), 1)
+    return res
+
+
+def bench_detector(model: Path, backend: str, bodies: list[bytes], args: argparse.Namespace) -> list[dict]:
+    from edge_mlla import Detector
+
+    threads = os.cpu_count() or 1
+    opts = {"config": {"INFERENCE_NUM_THREADS": threads}} if backend == "openvino" else {"threads": threads}
+    det = Detector(model, backend=backend, **opts)
+
+    def one(body: bytes) -> None:
+        det(cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR))
+
+    rows = []
+    for clients in (1, args.clients):
+        r = closed_loop(one, bodies, args.requests, clients, args.warmup)
+        rows.append({"what": f"Detector alone, {clients} client thread{'s' if clients > 1 else ''}", "replicas": "-",
+                     "max_batch": "-", "threads": threads, **r})  # fmt: skip
+        LOG.info("%s", rows[-1])
+    det.close()
+    return rows
+
+
+def bench_serve(model: Path, backend: str, bodies: list[bytes], args: argparse.Namespace, port: int) -> list[dict]:
+    from ray import serve
+
+    from edge_mlla.serve import HTTPClient, build_app
+
+    cores = os.cpu_count() or 1
+    rows = []
+    grid = [(r, b, k) for r in args.replicas for b in args.max_batch for k in args.batchers if b > 1 or k == "serve"]
+    for replicas, max_batch, batcher in grid:
+        threads = max(1, cores // replicas)
+        app = build_app(model, replicas=replicas, max_batch=max_batch, batch_wait_ms=args.batch_wait_ms,
+                        batcher=batcher, threads=threads, num_cpus=threads, backend=backend, check=False)  # fmt: skip
+        serve.run(app, name="bench", route_prefix="/")
+        local = threading.local()
+
+        def one(body: bytes, local: threading.local = local) -> dict:
+            if not hasattr(local, "c"):
+                local.c = HTTPClient(f"http://127.0.0.1:{port}/")
+            return local.c.post_bytes(body, "image/jpeg")
+
+        r = closed_loop(one, bodies, args.requests, args.clients, args.warmup)
+        what = "Ray Serve (HTTP)" + ("" if max_batch == 1 else f", {'@serve.batch' if batcher == 'serve' else 'greedy batcher'}")
+        rows.append({"what": what, "batcher": batcher, "replicas": replicas, "max_batch": max_batch, "threads": threads, **r})
+        LOG.info("%s", rows[-1])
+        serve.delete("bench")
+    return rows
+
+
+def make_clips(folder: Path, k: int, frames: int) -> list[Path]:
+    imgs = [cv2.imread(str(p)) for p in IMAGES]
+    out = []
+    for i in range(k):
+        p = folder / f"cam{i}.avi"
+        vw = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"MJPG"), 25, (640, 480))
+        for j in range(frames):
+            vw.write(imgs[(i * 7 + j) % len(imgs)])
+        vw.release()
+        out.append(p)
+    return out
+
+
+def bench_streams(model: Path, backend: str, args: argparse.Namespace, port: int, best: dict) -> list[dict]:
+    from ray import serve
+
+    from edge_mlla.serve import build_app, serve_streams
+
+    replicas, max_batch, batcher = best["replicas"], best["max_batch"], best["batcher"]
+    threads = best["threads"]
+    serve.run(build_app(model, replicas=replicas, max_batch=max_batch, batch_wait_ms=args.batch_wait_ms, batcher=batcher,
+                        threads=threads, num_cpus=threads, backend=backend, check=False), name="bench", route_prefix="/")  # fmt: skip
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = make_clips(Path(tmp), max(args.cameras), args.frames)
+        serve_streams([str(clips[0])], url=f"http://127.0.0.1:{port}/", max_frames=5)  # warm-up
+        for k in args.cameras:
+            rep = serve_streams([str(c) for c in clips[:k]], url=f"http://127.0.0.1:{port}/", encoding="jpeg")
+            per = [s.fps for s in rep.sources]
+            rows.append({"cameras": k, "replicas": replicas, "max_batch": max_batch, "batcher": batcher,
+                         "total_fps": round(rep.fps, 2),
+                         "per_camera_fps_min": round(min(per), 2), "per_camera_fps_max": round(max(per), 2),
+                         "frames": sum(s.processed for s in rep.sources), "dropped": sum(s.dropped for s in rep.sources),
+                         "errors": sum(s.errors for s in rep.sources),
+                         "p50_ms": float(np.median([s.summary()["p50_ms"] for s in rep.sources]))})  # fmt: skip
+            LOG.info("%s", rows[-1])
+    serve.delete("bench")
+    return rows
+
+
+def frame_bytes() -> dict:
+    sizes = {q: [] for q in (70, 90)}
+    for p in IMAGES:
+        img = cv2.imread(str(p))
+        assert img.shape[:2] == (480, 640)
+        for q in sizes:
+            sizes[q].append(len(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])[1]))
+    out = {"raw_bgr_640x480": 640 * 480 * 3}
+    out |= {f"jpeg_q{q}_mean": int(np.mean(v)) for q, v in sizes.items()}
+    return out
+
+
+def table(rows: list[dict], base: float) -> str:
+    lines = ["| setup | replicas | max batch | threads / replica | throughput img/s | vs Detector alone (8 clients, mean of before/after) | p50 ms | p99 ms | mean batch | mean queue ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['what']} | {r['replicas']} | {r['max_batch']} | {r['threads']} | {r['throughput_rps']:.1f} | "
+                     f"{r['throughput_rps'] / base:.2f}x | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+                     f"{r.get('mean_batch', '-')} | {r.get('mean_queue_ms', '-')} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", default=str(WEIGHTS))
+    ap.add_argument("--model", default=None, help="an exported dynamic-batch model (default: export the weights)")
+    ap.add_argument("--backend", default="openvino", choices=["openvino", "onnxruntime"])
+    ap.add_argument("--imgsz", type=int, default=320)
+    ap.add_argument("--requests", type=int, default=120)
+    ap.add_argument("--warmup", type=int, default=16)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--max-batch", type=int, nargs="+", default=[1, 4, 8])
+    ap.add_argument("--batch-wait-ms", type=float, default=5.0)
+    ap.add_argument("--batchers", nargs="+", default=["serve", "greedy"], choices=["serve", "greedy"])
+    ap.add_argument("--cameras", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--frames", type=int, default=40, help="frames per camera clip")
+    ap.add_argument("--out", default=str(RESULTS / "bench_serve"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+    cpu, load_before = cpu_info(), background_load()
+    LOG.info("CPU: %s; %d cores; %s", cpu["model_name"], cpu["cores"], cpu["flags"])
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(args.model) if args.model else None
+        if model is None:
+            from edge_mlla.export import export
+
+            model = Path(export(args.weights, format="openvino" if args.backend == "openvino" else "onnx",
+                                imgsz=args.imgsz, dynamic=True, output=Path(tmp) / "m"))  # fmt: skip
+        bodies = [p.read_bytes() for p in IMAGES[:8]]
+        t0 = time.time()
+        det_rows = bench_detector(model, args.backend, bodies, args)
+
+        import ray
+        from ray import serve
+
+        from edge_mlla.serve import check_port
+
+        port = 18765
+        check_port("127.0.0.1", port)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False)
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            serve_rows = bench_serve(model, args.backend, bodies, args, port)
+            best = max(serve_rows, key=lambda r: r["throughput_rps"])
+            stream_rows = bench_streams(model, args.backend, args, port, best)
+            det_rows_after = bench_detector(model, args.backend, bodies, args)  # the baseline again, to see drift
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+        wall = time.time() - t0
+
+    import openvino
+
+    import edge_mlla
+
+    base = (det_rows[-1]["throughput_rps"] + det_rows_after[-1]["throughput_rps"]) / 2  # drift: mean of before and after
+    rows = det_rows + serve_rows + [dict(r, what=r["what"] + " (again, at the end)") for r in det_rows_after]
+    result = {
+        "cpu": cpu, "background_load": load_before or background_load(), "python": sys.version.split()[0],
+        "edge_mlla": edge_mlla.__version__, "openvino": openvino.__version__, "backend": args.backend,
+        "model": f"bundled YOLO11n-MLLA, dynamic batch, {args.imgsz}x{args.imgsz}, f32", "imgsz": args.imgsz,
+        "clients": args.clients, "requests": args.requests, "batch_wait_ms": args.batch_wait_ms,
+        "rows": rows, "streams": stream_rows, "frame_bytes": frame_bytes(), "wall_s": round(wall, 1),
+    }  # fmt: skip
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["flags"].items())
+    md = [
+        "# Ray Serve: throughput and latency vs replicas and max batch",
+        "",
+        f"CPU: **{cpu['model_name']}**, {cpu['cores']} cores; {flags}.",
+        f"Model: {result['model']}, {args.backend}; {args.clients} closed-loop HTTP clients in the benchmark process, "
+        f"{args.requests} measured requests per row (JPEG 640x480 BCCD images), batch wait {args.batch_wait_ms} ms.",
+        "",
+        "**Noisy numbers.** " + (f"Measured while another process used the cores ({result['background_load']}). "
+                                 if result["background_load"] else "")
+        + "Compare rows of this one run (ratios), not the absolute digits; the Detector-alone rows were measured "
+          "before and after the Serve rows to show the drift.",
+        "",
+        table(rows, base),
+        "",
+        "Streams (`serve_streams`, video files read frame by frame, JPEG q90 over HTTP) against "
+        f"the fastest row above (replicas={stream_rows[0]['replicas']}, max_batch={stream_rows[0]['max_batch']}, "
+        f"{stream_rows[0]['batcher']} batcher):",
+        "",
+        "| cameras | total FPS | per-camera FPS (min-max) | frames | p50 ms |",
+        "|---:|---:|---|---:|---:|",
+        *[f"| {r['cameras']} | {r['total_fps']:.1f} | {r['per_camera_fps_min']:.1f}-{r['per_camera_fps_max']:.1f} | "
+          f"{r['frames']} | {r['p50_ms']:.0f} |" for r in stream_rows],
+        "",
+        f"Bytes per 640x480 frame: raw BGR {result['frame_bytes']['raw_bgr_640x480']:,}; JPEG q90 "
+        f"{result['frame_bytes']['jpeg_q90_mean']:,}; JPEG q70 {result['frame_bytes']['jpeg_q70_mean']:,} (BCCD mean).",
+        "",
+        f"Total benchmark wall time {wall:.0f} s.",
+    ]  # fmt: skip
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
