@@ -579,6 +579,10 @@ def _calibration_images(n: int) -> list[str]:
 def _quantize(src: Path, backend: str, hw: tuple[int, int], out: Path, calib: list[str]) -> tuple[Path, dict]:
     from edge_mlla.quantize import quantize
 
+    if backend == "openvino":  # import NNCF before quantize() quiets its logger: importing it resets the level to INFO
+        with contextlib.suppress(ImportError):
+            import nncf  # noqa: F401
+
     report = quantize(src, calib=calib, backend=backend, subset_size=len(calib), latency_runs=0, output=out,
                       imgsz=hw)  # fmt: skip
     return Path(report.output), dict(report.calibration or {})
@@ -1133,7 +1137,8 @@ def _measure_all(src: _Source, files: _Files, backends: list[str], precisions: l
                     _summarize(r)
                 for r in live:
                     if tp_runs and r.runner == "detector" and r.cell.ok:
-                        _measure_throughput(r, img, tp_runs, conf, iou, src, b, hw)
+                        bar.set_postfix_str(f"{b} {_label(hw)}: throughput {r.cell.model} {r.cell.precision}")
+                        _measure_throughput(r, img, tp_runs, conf, iou, b, hw)
             finally:
                 for r in live:
                     with contextlib.suppress(Exception):
@@ -1306,8 +1311,8 @@ def _summarize(r: Any) -> None:
                 c.precision_run, _label(c.imgsz), c.latency_ms["infer"]["median"], c.latency_ms["total"]["median"])  # fmt: skip
 
 
-def _measure_throughput(r: _DetectorRunner, img: np.ndarray, n: int, conf: float, iou: float, src: _Source,
-                        backend: str, hw: tuple[int, int]) -> None:  # fmt: skip
+def _measure_throughput(r: _DetectorRunner, img: np.ndarray, n: int, conf: float, iou: float, backend: str,
+                        hw: tuple[int, int]) -> None:  # fmt: skip
     """Throughput on a Detector opened for it (OpenVINO: the ``throughput`` hint), after closing the latency one."""
     c = r.cell
     with contextlib.suppress(Exception):
@@ -1667,19 +1672,32 @@ def _plot_scaling(res: BenchResult, path: Path, Figure: Any) -> Path:
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     name = {"ours": res.model.get("name", "ours"), "stock": (res.baseline or {}).get("name", "stock")}
+    palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+    color: dict[str, str] = {}
+    ticks: dict[float, str] = {}
     plotted = 0
     for x in res.scaling:
         if x["runner"] != "detector" or (x["model"] == "ours" and x["precision"] == "int8"):
             continue
         px = np.array([p["pixels"] for p in x["points"]], float) / 1e6
         ms = np.array([p["infer_ms"] for p in x["points"]], float)
+        ticks.update({p["pixels"] / 1e6: _label(p["imgsz"]) for p in x["points"]})
         k = x.get("exponent")
-        label = f"{name[x['model']]} {x['backend']} {x['precision_run'] or x['precision']}" + (f" (k={k:.2f})" if k is not None else "")
-        ax.plot(px, ms, "o-" if x["model"] == "ours" else "s--", label=label)
+        prec = x["precision_run"] or x["precision"]
+        label = f"{name[x['model']]} {x['backend']} {prec}" + (f" (k={k:.2f})" if k is not None else "")
+        c = color.setdefault(f"{x['backend']} {prec}", palette[len(color) % len(palette)])
+        ax.plot(px, ms, "o-" if x["model"] == "ours" else "s--", color=c, label=label)
         plotted += 1
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("input megapixels")
+    if ticks:
+        from matplotlib.ticker import NullLocator, ScalarFormatter
+
+        ax.set_xticks(sorted(ticks), [ticks[t] for t in sorted(ticks)])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.set_xlabel("input size (log pixel count)")
     ax.set_ylabel("median inference ms")
     ax.set_title("Resolution scaling: ours vs stock (ms ~ pixels^k)", fontsize=10)
     if plotted:

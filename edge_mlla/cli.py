@@ -330,18 +330,21 @@ def _add_scale_out_commands(sub: argparse._SubParsersAction) -> None:
 
 # ---- bench command: the work is in edge_mlla.bench
 def _cmd_bench(a: argparse.Namespace) -> int:
+    import contextlib
+
     from edge_mlla.bench import run_bench
 
     lg = logging.getLogger("edge_mlla")
     old = lg.level
     if not getattr(a, "verbose", False):  # progress bars and the table say it all; Detector/quantize INFO lines only with -v
         lg.setLevel(logging.WARNING)
-    try:
-        res = run_bench(a.model, backends=a.backends, precisions=a.precisions,
-                        imgsz=None if a.imgsz is None else ",".join(a.imgsz), baseline=a.baseline, runs=a.runs,
-                        warmup=a.warmup, throughput_runs=a.throughput_runs, int8=a.int8, calib_size=a.calib_size,
-                        image=a.image, ultralytics=not a.no_ultralytics, peak=not a.no_peak, output=a.output,
-                        keep_models=a.keep_models, progress=not a.no_progress)  # fmt: skip
+    try:  # stdout is the table's: what third-party code prints meanwhile (NNCF's progress) goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            res = run_bench(a.model, backends=a.backends, precisions=a.precisions,
+                            imgsz=None if a.imgsz is None else ",".join(a.imgsz), baseline=a.baseline, runs=a.runs,
+                            warmup=a.warmup, throughput_runs=a.throughput_runs, int8=a.int8, calib_size=a.calib_size,
+                            image=a.image, ultralytics=not a.no_ultralytics, peak=not a.no_peak, output=a.output,
+                            keep_models=a.keep_models, progress=not a.no_progress)  # fmt: skip
     finally:
         lg.setLevel(old)
     print(res.table())

@@ -20,7 +20,12 @@ import pytest
 
 from edge_mlla.bench import STAGES, BenchResult, fit_exponent, parse_sizes, run_bench
 from edge_mlla.cli import main
-from edge_mlla.errors import ConfigError, MissingFileError, OutputNotWritableError, QuantizationError
+from edge_mlla.errors import (
+    ConfigError,
+    MissingFileError,
+    OutputNotWritableError,
+    QuantizationError,
+)
 
 pytestmark = pytest.mark.slow
 BACKENDS = ("openvino", "onnxruntime")
@@ -34,8 +39,9 @@ def onnx64(exported) -> Path:
 
 @pytest.fixture(scope="module")
 def int8_onnx(onnx64, tmp_path_factory) -> Path:
-    from edge_mlla.bench import _calibration_images
     from edge_mlla.quantize import quantize
+
+    from edge_mlla.bench import _calibration_images
 
     out = tmp_path_factory.mktemp("bench_int8")
     return Path(quantize(onnx64, calib=_calibration_images(2), backend="onnxruntime", subset_size=2, latency_runs=0,
@@ -44,7 +50,7 @@ def int8_onnx(onnx64, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def result(onnx64, int8_onnx, tmp_path_factory) -> tuple[BenchResult, Path]:
-    import edge_mlla.bench as bench
+    from edge_mlla import bench
 
     calls: list[tuple[str, tuple[int, int], int]] = []
 
@@ -65,7 +71,7 @@ def result(onnx64, int8_onnx, tmp_path_factory) -> tuple[BenchResult, Path]:
 
 
 def test_json_is_well_formed(result):
-    res, out = result
+    _, out = result
     d = json.loads((out / "bench.json").read_text())
     assert d["schema"] == "edge_mlla.bench/1"
     for key in ("model", "baseline", "settings", "machine", "cells", "peaks", "ratios", "scaling", "verdicts", "notes"):
