@@ -88,6 +88,8 @@ class Cell:
     ``precision_run``: what the runtime reports it computed in. Times in milliseconds: ``latency_ms[stage]`` =
     ``{"median", "p90"}`` per :data:`STAGES`, ``wall_ms`` the same for the whole call measured outside it.
     ``status`` is ``ok``, ``skipped`` (with ``reason``: not possible here) or ``failed`` (with ``reason``).
+    ``file``: the model file it ran (``(temporary) <path>`` for one exported into the bench's deleted temporary
+    folder); ``inflight``: requests kept in flight for ``throughput_fps``; ``detections``: boxes on the image.
     """
 
     model: str
@@ -887,6 +889,10 @@ def run_bench(
     finally:
         if own_tmp is not None:
             shutil.rmtree(own_tmp, ignore_errors=True)
+    if own_tmp is not None:  # files made in the (deleted) temporary folder: say so instead of a dangling path
+        for c in cells:
+            if c.file and Path(c.file).is_relative_to(own_tmp):
+                c.file = f"(temporary) {Path(c.file).relative_to(own_tmp)}"
     _fill_peak_share(cells, peaks)
     machine["loadavg_end"] = _loadavg()
     res = BenchResult(model=model_info, baseline=base_info, settings=settings, machine=machine, cells=cells,
