@@ -658,9 +658,7 @@ def _inflight(det: Any) -> int:
     """Requests the backend keeps in flight for ``submit``: OpenVINO's OPTIMAL_NUMBER_OF_INFER_REQUESTS (or its
     ``jobs``), ONNX Runtime's worker pool size, else one."""
     be = det.backend
-    if hasattr(be, "_optimal_requests"):
-        return int(getattr(be, "_jobs", None) or be._optimal_requests())
-    return max(1, int(getattr(be, "_workers", 1) or 1))
+    return max(1, int(getattr(be, "optimal_requests", 1) or 1))
 
 
 def _throughput(det: Any, image: np.ndarray, n: int) -> tuple[float, int]:

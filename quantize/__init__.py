@@ -326,6 +326,10 @@ class _quiet_nncf:
     edge_mlla is at DEBUG."""
 
     def __enter__(self) -> None:
+        try:  # importing NNCF sets its logger to INFO: import first, then quiet it
+            import nncf  # noqa: F401
+        except ImportError:  # ONNX Runtime quantization without NNCF installed
+            pass
         self._lg = logging.getLogger("nncf")
         self._old = self._lg.level
         self._filter = _QuietFilter()

@@ -76,7 +76,7 @@ def measure_throughput(
     kw = {"hint": "throughput"} if backend == "openvino" else {}
     be = _open(model, backend, threads, precision, **kw)
     try:
-        inflight = be._optimal_requests() if hasattr(be, "_optimal_requests") else 1
+        inflight = be.optimal_requests
         for _ in range(2 * inflight):
             be.infer(x)
         done = 0

@@ -142,6 +142,11 @@ class Backend(ABC):
 class AsyncBackend(Backend):
     """A backend that can keep several requests in flight."""
 
+    @property
+    def optimal_requests(self) -> int:
+        """How many requests to keep in flight for full throughput (what ``submit`` runs in parallel)."""
+        return 1
+
     @abstractmethod
     def submit(self, batch: np.ndarray) -> Future:
         """Start inference on ``batch``; the future resolves to what ``infer(batch)`` returns."""

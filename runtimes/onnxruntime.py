@@ -89,6 +89,11 @@ class _OrtSession(AsyncBackend):
         self._pool_lock = threading.Lock()
 
     @property
+    def optimal_requests(self) -> int:
+        """``workers``: concurrent ``run`` calls (each already uses every intra-op thread)."""
+        return self._workers
+
+    @property
     def providers(self) -> list[str]:
         """Execution providers the session actually uses, in priority order."""
         return list(self._session.get_providers())
@@ -114,11 +119,25 @@ class _OrtSession(AsyncBackend):
         self._session = None
 
 
+def _qdq_precision(path: Path) -> str | None:
+    """``int8`` when the graph holds QuantizeLinear/DequantizeLinear (read with ``onnx`` when installed), else None."""
+    try:
+        import onnx
+    except ImportError:  # the runtime-only install may lack onnx: trust the metadata
+        return None
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:
+        return None
+    return "int8" if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node) else None
+
+
 @register
 class OnnxRuntimeBackend(_OrtSession):
     """ONNX Runtime, CPU execution provider. ``threads``/``inter_threads``: intra-/inter-op thread counts
     (default: runtime's); ``graph_optimization``: disable, basic, extended or all (default);
-    ``workers``: async requests in flight (default 2)."""
+    ``workers``: async requests in flight (default 1: one ``run`` already uses every core; the caller's thread
+    preprocesses the next frame meanwhile)."""
 
     name = "onnxruntime"
     suffixes = (".onnx",)
@@ -142,7 +161,7 @@ class OnnxRuntimeBackend(_OrtSession):
         threads: int | None = None,
         inter_threads: int | None = None,
         graph_optimization: str = "all",
-        workers: int = 2,
+        workers: int = 1,
         **options: Any,
     ) -> None:
         if options:
@@ -160,6 +179,8 @@ class OnnxRuntimeBackend(_OrtSession):
         self._open(path, ["CPUExecutionProvider"], so, workers)
         self.device = "cpu"
         self.precision = file_precision(self._metadata, self._inputs[0].dtype)
+        if self.precision != "int8" and "precision" not in self._metadata.get("edge_mlla", ""):
+            self.precision = _qdq_precision(self.path) or self.precision  # a QDQ file from another tool
         want = normalize_precision(precision)
         if want is not None and want != self.precision:
             raise ConfigError(

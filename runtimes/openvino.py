@@ -239,11 +239,15 @@ class OpenVINOBackend(AsyncBackend):
             if self._compiled is None:
                 raise ConfigError("this openvino backend is closed")
             if self._queue is None:
-                workers = self._jobs or self._optimal_requests()
+                workers = self.optimal_requests
                 self._queue = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge_mlla_ov")
             return self._queue.submit(self.infer, batch)
 
-    def _optimal_requests(self) -> int:
+    @property
+    def optimal_requests(self) -> int:
+        """``jobs`` when given, else the compiled model's OPTIMAL_NUMBER_OF_INFER_REQUESTS (depends on the hint)."""
+        if self._jobs:
+            return int(self._jobs)
         try:
             return max(1, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         except Exception:  # devices that do not report it

@@ -116,15 +116,23 @@ def test_openvino_io_metadata_async(exported, batch):
     from edge_mlla.runtimes.openvino import OpenVINOBackend
 
     be = OpenVINOBackend(exported("openvino"), hint="throughput", jobs=2)
-    assert isinstance(be, AsyncBackend)
-    assert be.inputs == [TensorSpec(be.inputs[0].name, (1, 3, 320, 320), np.dtype(np.float32))]
+    assert isinstance(be, AsyncBackend) and be.optimal_requests == 2
+    # preprocessing fused into the graph: letterboxed BGR uint8 NHWC in; the float NCHW batch is still accepted
+    assert be.input_layout == "nhwc_u8"
+    assert be.inputs == [TensorSpec(be.inputs[0].name, (1, 320, 320, 3), np.dtype(np.uint8))]
+    plain = OpenVINOBackend(exported("openvino"), fused_preprocess=False, precision="f32")
+    assert plain.input_layout == "nchw"
+    assert plain.inputs == [TensorSpec(plain.inputs[0].name, (1, 3, 320, 320), np.dtype(np.float32))]
+    u8 = np.ascontiguousarray((batch[:, ::-1].transpose(0, 2, 3, 1) * 255).round().astype(np.uint8))
+    np.testing.assert_allclose(be.infer(u8)[0], plain.infer(batch)[0], rtol=1e-4, atol=1e-3)
+    plain.close()
     assert be.outputs[0].shape == (1, 4 + 3, 2100)  # 40*40 + 20*20 + 10*10 anchors at 320
     assert be.metadata["names"] and "edge_mlla" in be.metadata
     ref = be.infer(batch)[0]
     futs = [be.submit(batch) for _ in range(4)]
     for f in futs:
         np.testing.assert_array_equal(f.result()[0], ref)
-    with pytest.raises(ShapeError, match=r"expects shape \(1, 3, 320, 320\), got \(1, 3, 64, 64\)"):
+    with pytest.raises(ShapeError, match=r"expects shape \(1, 320, 320, 3\), got \(1, 64, 64, 3\)"):
         be.infer(np.zeros((1, 3, 64, 64), np.float32))
     be.close()
 
