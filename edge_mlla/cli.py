@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", default=None, help="data.yaml or bundled name for accuracy report/control")
     p.add_argument("--val-split", default="val", help="split of --val to score")
     p.add_argument("--scope", default=None,
-                   help="groups kept in float, comma-separated (e.g. 'head,z'; 'all' or 'none'); default: head,z")
+                   help="groups kept in float, comma-separated (e.g. 'head,z'; 'all' or 'none'); default: head,kv_matmul,z")
     p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax",
                    help="ONNX Runtime calibration method")
     p.add_argument("--every", type=int, default=None, help="video calibration: take every k-th frame")

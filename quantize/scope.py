@@ -44,11 +44,14 @@ from edge_mlla.graph import WEIGHTED, Graph, Node, read_graph  # noqa: F401  (re
 LOGGER = logging.getLogger("edge_mlla")
 
 GROUPS = ("head", "kv_matmul", "z", "rope", "residual")
-#: the default: the head's box decoding, and the MLLA ``z`` normaliser (DESIGN.md: the z division stays float32
-#: when the rest runs in INT8). The ablation (benchmarks/results/bench_quantize.md; bundled 12-epoch model, BCCD val,
-#: 640) found no MLLA group measurably sensitive: head only -0.32, head+z -0.31, head+kv_matmul+z -0.28, all groups
-#: +0.09 points of mAP50-95 drop, all within run-to-run noise; so the kv MatMuls, RoPE and residual Adds run in INT8.
-DEFAULT_GROUPS = ("head", "z")
+#: the default: the head's box decoding (for YOLO26's NMS-free head this includes its TopK / GatherElements /
+#: FloorMod class-index arithmetic), the MLLA ``z`` normaliser (DESIGN.md: the z division stays float32 when the rest
+#: runs in INT8) and the two activation x activation MatMuls of linear attention. The accuracy ablation
+#: (benchmarks/results/bench_quantize.md; BCCD val, 640) found no MLLA group measurably sensitive (head+z -0.31,
+#: head+kv_matmul+z -0.28 points, within noise); speed decided kv_matmul: OpenVINO runs an INT8 activation MatMul
+#: with a generic jit_gemm_i8 kernel (376 us for ``kv @ q`` at 640, AVX2 EPYC, per-layer counters) where the float
+#: one is a brgemm (79 us), so keeping it float made the whole INT8 model 0.8% faster. RoPE and residual Adds: INT8.
+DEFAULT_GROUPS = ("head", "kv_matmul", "z")
 
 # -------------------------------------------------------------------------------------------------- rules
 def _is_bias_add(g: Graph, n: Node) -> bool:

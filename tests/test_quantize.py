@@ -131,7 +131,7 @@ def test_openvino_int8_end_to_end(ov_report, fp_xml, calib_dir):
     md = parse_metadata({k: v.astype(str) for k, v in ov.Core().read_model(str(out)).get_rt_info(["model_info"]).astype(dict).items()})
     assert md.precision == "int8" and md.names == {0: "RBC", 1: "WBC", 2: "Platelets"}
     q = md.edge_mlla["quantization"]
-    assert q["backend"] == "openvino" and q["preset"] == "mixed" and q["ignored_scope"] == ["head", "z"]
+    assert q["backend"] == "openvino" and q["preset"] == "mixed" and q["ignored_scope"] == ["head", "kv_matmul", "z"]
     # the calibration counts: 4 used, the corrupt file skipped and counted
     assert ov_report.calibration["used"] == N_CALIB and ov_report.calibration["skipped"] == 1
     assert "Softmax" in ov_report.float_ops["head"] and "MatMul" in ov_report.float_ops["z"]
@@ -446,7 +446,8 @@ def test_auto_measures_every_candidate_in_one_run(fp_xml, calib_dir, tiny_data, 
         r = quantize(fp_xml, calib=calib_dir, subset_size=4, val=tiny_data, val_limit=2, output=tmp_path,
                      latency_runs=3, fast_bias_correction=True)  # fmt: skip
     assert [(c["preset"], tuple(c["scope"])) for c in r.candidates] == [
-        ("performance", ("head", "z")), ("mixed", ("head", "z")), ("mixed", ("head", "kv_matmul", "z", "rope", "residual"))]
+        ("performance", ("head", "kv_matmul", "z")), ("mixed", ("head", "kv_matmul", "z")),
+        ("mixed", ("head", "kv_matmul", "z", "rope", "residual"))]
     assert sum(c["chosen"] for c in r.candidates) == 1
     assert all(c["fps"] > 0 and c["latency_ms"] > 0 and c["map50_95"] is not None for c in r.candidates)
     assert r.fp32.fps > 0 and r.fp32.precision in ("f32", "bf16") and r.reason and r.recommendation
