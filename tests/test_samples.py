@@ -23,6 +23,17 @@ CAMERA = ROOT / "samples" / "camera.py"
 APP = ROOT / "samples" / "app.py"
 
 
+@pytest.fixture(autouse=True)
+def no_thread_survives():
+    """The helper threads (output readers, MJPEG servers) are gone when a test ends."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 10
+    while (extra := [t for t in threading.enumerate() if t not in before and t.is_alive()]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not extra, f"threads still running after the test: {[t.name for t in extra]}"
+
+
 def run_sample(script: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
