@@ -106,7 +106,8 @@ def closed_loop(fn, bodies: list[bytes], requests: int, clients: int, warmup: in
         for f in [pool.submit(worker) for _ in range(clients)]:
             f.result()
     wall = max(e for _, e in spans) - min(s for s, _ in spans)
-    res = {"requests": len(lat), "clients": clients, "throughput_rps": round(len(lat) / wall, 2), **percentiles(lat)}
+    res = {"requests": len(lat), "clients": clients, "throughput_rps": round(len(lat) / wall, 2), **percentiles(lat),
+           "_lat": lat, "_extra": extra}  # fmt: skip
     if extra:
         res["mean_batch"] = round(float(np.mean([e["timing_ms"]["batch_size"] for e in extra])), 2)
         res["mean_queue_ms"] = round(float(np.mean([e["timing_ms"]["queue"] for e in extra])), 1)
@@ -129,19 +130,49 @@ def bench_detector(model: Path, backend: str, bodies: list[bytes], args: argpars
         r = closed_loop(one, bodies, args.requests, clients, args.warmup)
         rows.append({"what": f"Detector alone, {clients} client thread{'s' if clients > 1 else ''}", "replicas": "-",
                      "max_batch": "-", "threads": threads, **r})  # fmt: skip
-        LOG.info("%s", rows[-1])
+        LOG.info("%s", {k: v for k, v in rows[-1].items() if not k.startswith("_")})
     det.close()
     return rows
 
 
-def bench_serve(model: Path, backend: str, bodies: list[bytes], args: argparse.Namespace, port: int) -> list[dict]:
+def batch_efficiency(model: Path, backend: str, threads: int, reps: int = 9) -> list[dict]:
+    """Does batching pay on this CPU at all? ``Detector.predict(list of b)`` per image, next to b single calls,
+    interleaved; one Detector with the replica thread budget, no Serve involved."""
+    from edge_mlla import Detector
+
+    opts = {"config": {"INFERENCE_NUM_THREADS": threads}} if backend == "openvino" else {"threads": threads}
+    det = Detector(model, backend=backend, **opts)
+    frames = [cv2.imread(str(p)) for p in IMAGES[:8]]
+    det(frames[:2])  # warm-up (and shape compilation for batch sizes)
+    out = []
+    for b in (1, 4, 8):
+        batched, single = [], []
+        det(frames[:b])
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            det(frames[:b])
+            t1 = time.perf_counter()
+            for f in frames[:b]:
+                det(f)
+            t2 = time.perf_counter()
+            batched.append((t1 - t0) / b)
+            single.append((t2 - t1) / b)
+        bm, sm = float(np.median(batched)), float(np.median(single))
+        out.append({"batch": b, "threads": threads, "batched_ms_per_image": round(1000 * bm, 1),
+                    "single_ms_per_image": round(1000 * sm, 1), "batched_over_single": round(bm / sm, 2)})  # fmt: skip
+        LOG.info("%s", out[-1])
+    det.close()
+    return out
+
+
+def bench_serve(model: Path, backend: str, bodies: list[bytes], args: argparse.Namespace, port: int,
+                grid: list[tuple[int, int, str]]) -> list[dict]:  # fmt: skip
     from ray import serve
 
     from edge_mlla.serve import HTTPClient, build_app
 
     cores = os.cpu_count() or 1
     rows = []
-    grid = [(r, b, k) for r in args.replicas for b in args.max_batch for k in args.batchers if b > 1 or k == "serve"]
     for replicas, max_batch, batcher in grid:
         threads = max(1, cores // replicas)
         app = build_app(model, replicas=replicas, max_batch=max_batch, batch_wait_ms=args.batch_wait_ms,
@@ -157,9 +188,25 @@ def bench_serve(model: Path, backend: str, bodies: list[bytes], args: argparse.N
         r = closed_loop(one, bodies, args.requests, args.clients, args.warmup)
         what = "Ray Serve (HTTP)" + ("" if max_batch == 1 else f", {'@serve.batch' if batcher == 'serve' else 'greedy batcher'}")
         rows.append({"what": what, "batcher": batcher, "replicas": replicas, "max_batch": max_batch, "threads": threads, **r})
-        LOG.info("%s", rows[-1])
+        LOG.info("%s", {k: v for k, v in rows[-1].items() if not k.startswith("_")})
         serve.delete("bench")
     return rows
+
+
+def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
+    """One row per setup: median throughput over rounds, latency percentiles and batch stats over all requests."""
+    out = []
+    for same in zip(*rounds):
+        lat = [x for r in same for x in r["_lat"]]
+        extra = [x for r in same for x in r["_extra"]]
+        row = {k: v for k, v in same[0].items() if not k.startswith("_")}
+        tps = sorted(r["throughput_rps"] for r in same)
+        row.update(requests=len(lat), throughput_rps=round(float(np.median(tps)), 2), throughput_rounds=tps, **percentiles(lat))
+        if extra:
+            row["mean_batch"] = round(float(np.mean([e["timing_ms"]["batch_size"] for e in extra])), 2)
+            row["mean_queue_ms"] = round(float(np.mean([e["timing_ms"]["queue"] for e in extra])), 1)
+        out.append(row)
+    return out
 
 
 def make_clips(folder: Path, k: int, frames: int) -> list[Path]:
@@ -215,7 +262,7 @@ def frame_bytes() -> dict:
 
 
 def table(rows: list[dict], base: float) -> str:
-    lines = ["| setup | replicas | max batch | threads / replica | throughput img/s | vs Detector alone (8 clients, mean of before/after) | p50 ms | p99 ms | mean batch | mean queue ms |",
+    lines = ["| setup | replicas | max batch | threads / replica | throughput img/s | vs Detector alone (8 clients) | p50 ms | p99 ms | mean batch | mean queue ms |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
         lines.append(f"| {r['what']} | {r['replicas']} | {r['max_batch']} | {r['threads']} | {r['throughput_rps']:.1f} | "
@@ -230,7 +277,8 @@ def main() -> int:
     ap.add_argument("--model", default=None, help="an exported dynamic-batch model (default: export the weights)")
     ap.add_argument("--backend", default="openvino", choices=["openvino", "onnxruntime"])
     ap.add_argument("--imgsz", type=int, default=320)
-    ap.add_argument("--requests", type=int, default=120)
+    ap.add_argument("--requests", type=int, default=80)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=16)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
@@ -255,7 +303,8 @@ def main() -> int:
                                 imgsz=args.imgsz, dynamic=True, output=Path(tmp) / "m"))  # fmt: skip
         bodies = [p.read_bytes() for p in IMAGES[:8]]
         t0 = time.time()
-        det_rows = bench_detector(model, args.backend, bodies, args)
+        batch_rows = [r for t in sorted({max(1, (os.cpu_count() or 1) // n) for n in args.replicas})
+                      for r in batch_efficiency(model, args.backend, t)]  # fmt: skip
 
         import ray
         from ray import serve
@@ -268,10 +317,17 @@ def main() -> int:
                  log_to_driver=False)
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            serve_rows = bench_serve(model, args.backend, bodies, args, port)
+            grid = [(r, b, k) for r in args.replicas for b in args.max_batch for k in args.batchers if b > 1 or k == "serve"]
+            det_rounds, serve_rounds = [], []
+            for rnd in range(args.rounds):  # interleaved: every setup once per round, order reversed every other round
+                LOG.info("round %d of %d", rnd + 1, args.rounds)
+                order = grid if rnd % 2 == 0 else grid[::-1]
+                det_rounds.append(bench_detector(model, args.backend, bodies, args))
+                rows_r = bench_serve(model, args.backend, bodies, args, port, order)
+                serve_rounds.append(sorted(rows_r, key=lambda r: grid.index((r["replicas"], r["max_batch"], r["batcher"]))))
+            det_rows, serve_rows = merge_rounds(det_rounds), merge_rounds(serve_rounds)
             best = max(serve_rows, key=lambda r: r["throughput_rps"])
             stream_rows = bench_streams(model, args.backend, args, port, best)
-            det_rows_after = bench_detector(model, args.backend, bodies, args)  # the baseline again, to see drift
         finally:
             serve.shutdown()
             ray.shutdown()
@@ -281,14 +337,14 @@ def main() -> int:
 
     import edge_mlla
 
-    base = (det_rows[-1]["throughput_rps"] + det_rows_after[-1]["throughput_rps"]) / 2  # drift: mean of before and after
-    rows = det_rows + serve_rows + [dict(r, what=r["what"] + " (again, at the end)") for r in det_rows_after]
+    base = det_rows[-1]["throughput_rps"]
+    rows = det_rows + serve_rows
     result = {
         "cpu": cpu, "background_load": load_before or background_load(), "python": sys.version.split()[0],
         "edge_mlla": edge_mlla.__version__, "openvino": openvino.__version__, "backend": args.backend,
         "model": f"bundled YOLO11n-MLLA, dynamic batch, {args.imgsz}x{args.imgsz}, f32", "imgsz": args.imgsz,
-        "clients": args.clients, "requests": args.requests, "batch_wait_ms": args.batch_wait_ms,
-        "rows": rows, "streams": stream_rows, "frame_bytes": frame_bytes(), "wall_s": round(wall, 1),
+        "clients": args.clients, "requests": args.requests, "rounds": args.rounds, "batch_wait_ms": args.batch_wait_ms,
+        "rows": rows, "batch_efficiency": batch_rows, "streams": stream_rows, "frame_bytes": frame_bytes(), "wall_s": round(wall, 1),
     }  # fmt: skip
     flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["flags"].items())
     md = [
@@ -296,14 +352,23 @@ def main() -> int:
         "",
         f"CPU: **{cpu['model_name']}**, {cpu['cores']} cores; {flags}.",
         f"Model: {result['model']}, {args.backend}; {args.clients} closed-loop HTTP clients in the benchmark process, "
-        f"{args.requests} measured requests per row (JPEG 640x480 BCCD images), batch wait {args.batch_wait_ms} ms.",
+        f"{args.requests} measured requests per row and round, {args.rounds} interleaved rounds (JPEG 640x480 BCCD "
+        f"images), batch wait {args.batch_wait_ms} ms. Throughput: median over rounds; p50/p99 over all requests.",
         "",
         "**Noisy numbers.** " + (f"Measured while another process used the cores ({result['background_load']}). "
                                  if result["background_load"] else "")
-        + "Compare rows of this one run (ratios), not the absolute digits; the Detector-alone rows were measured "
-          "before and after the Serve rows to show the drift.",
+        + "Compare rows of this one run (ratios), not the absolute digits; every setup ran once per round, rounds "
+          "in alternating order, so drift hits all rows alike. Per-round throughputs are in the JSON.",
         "",
         table(rows, base),
+        "",
+        "Does batching pay on this CPU? One `Detector`, `predict(list of b)` vs b single calls, ms per image "
+        "(median of 9, interleaved, no Serve; the batch-1 row does the same work both ways: its ratio is the noise floor):",
+        "",
+        "| threads | batch | batched ms/img | single ms/img | batched / single |",
+        "|---:|---:|---:|---:|---:|",
+        *[f"| {r['threads']} | {r['batch']} | {r['batched_ms_per_image']:.1f} | {r['single_ms_per_image']:.1f} | "
+          f"{r['batched_over_single']:.2f}x |" for r in batch_rows],
         "",
         "Streams (`serve_streams`, video files read frame by frame, JPEG q90 over HTTP) against "
         f"the fastest row above (replicas={stream_rows[0]['replicas']}, max_batch={stream_rows[0]['max_batch']}, "

@@ -134,7 +134,7 @@ def read_model(model: str | os.PathLike) -> _Model:
     path, kind = _resolve(model)
     status = available()
     order = ("onnxruntime", "openvino") if kind == "onnx" else ("openvino",)
-    backend = next((b for b in order if b in status and status[b]), None)
+    backend = next((b for b in order if status.get(b)), None)
     if backend is None:
         raise ModelFileError(f"cannot read {path}: none of {', '.join(order)} is available here "
                              f"({'; '.join(str(status[b]) for b in order if b in status)})")  # fmt: skip
