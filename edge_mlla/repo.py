@@ -99,14 +99,12 @@ class _Model:
 def _resolve(model: str | os.PathLike) -> tuple[Path, str]:
     if not isinstance(model, (str, os.PathLike)):
         raise InputTypeError(f"model must be a path to a .onnx or .xml file, got {type(model).__name__}")
+    from edge_mlla.modelfile import resolve_model_file
+
     p = Path(model).expanduser()
     if not p.exists():
         raise MissingFileError(f"model file not found: {p} (expected an exported .onnx or OpenVINO .xml)")
-    if p.is_dir():
-        xmls = sorted(p.glob("*.xml"))
-        if len(xmls) != 1:
-            raise ModelFileError(f"{p} is a folder with {len(xmls)} .xml files; expected exactly one OpenVINO model")
-        p = xmls[0]
+    p = resolve_model_file(p)  # an OpenVINO export folder -> its single .xml
     suffix = p.suffix.lower()
     if suffix == ".onnx":
         return p, "onnx"

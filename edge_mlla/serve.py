@@ -187,11 +187,9 @@ def _thread_options(backend: str, threads: int | None, options: dict[str, Any]) 
 
 def _model_files(path: Path) -> list[Path]:
     """The files that make up a model: ``x.onnx``; ``x.xml`` + ``x.bin`` (+ ``metadata.yaml``); ``x.pt``."""
-    if path.is_dir():
-        xmls = sorted(path.glob("*.xml"))
-        if len(xmls) != 1:
-            raise ConfigError(f"{path} is a folder with {len(xmls)} .xml files; expected exactly one OpenVINO model")
-        path = xmls[0]
+    from edge_mlla.modelfile import resolve_model_file
+
+    path = resolve_model_file(path)  # an OpenVINO export folder -> its single .xml
     files = [path]
     if path.suffix.lower() == ".xml":
         files += [p for p in (path.with_suffix(".bin"), path.parent / "metadata.yaml") if p.is_file()]
@@ -457,7 +455,7 @@ class DetectorDeployment:
 
     def _as_image(self, image: Any) -> np.ndarray:
         if isinstance(image, np.ndarray):
-            from edge_mlla.detector import as_bgr
+            from edge_mlla.ops import as_bgr
 
             img = as_bgr(image)
             if img.shape[0] * img.shape[1] > self.config.max_pixels:

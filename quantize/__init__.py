@@ -166,7 +166,7 @@ def _measure(plan: QuantizePlan, path: Path, stats: ModelStats, x: np.ndarray) -
         stats.map50_95, stats.map50 = r["mAP50-95"], r["mAP50"]
     if runs:
         stats.latency_ms = measure_latency(path, plan.backend, x, runs, threads)
-        stats.fps = measure_throughput(path, plan.backend, x, seconds=3.0, threads=threads)
+        stats.fps = measure_throughput(path, plan.backend, x, seconds=3.0 if runs >= 10 else 0.5, threads=threads)
 
 
 def _native_float(plan: QuantizePlan) -> str:
