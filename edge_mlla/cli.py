@@ -59,7 +59,7 @@ def _cmd_quantize(a: argparse.Namespace) -> int:
 
     report = quantize(a.model, calib=a.calib, backend=a.backend, subset_size=a.subset_size, preset=a.preset,
                       budget=a.budget, latency_runs=a.latency_runs,
-                      max_drop=a.max_drop, val=a.val, output=a.output, imgsz=a.imgsz, scope=a.scope,
+                      max_drop=a.max_drop, val=None if a.val == "none" else a.val, output=a.output, imgsz=a.imgsz, scope=a.scope,
                       method=a.method, every=a.every, threads=a.threads, val_split=a.val_split)
     print(report.table() if hasattr(report, "table") else report)
     return 0
@@ -179,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=0.005, help="largest mAP50-95 drop auto accepts (0.005 = 0.5 points)")
     p.add_argument("--latency-runs", type=int, default=30, help="timed runs per model (0: no timing)")
     p.add_argument("--max-drop", type=float, default=None, help="accuracy control: max mAP50-95 drop (needs --val)")
-    p.add_argument("--val", default=None, help="data.yaml or bundled name for accuracy report/control")
+    p.add_argument("--val", default="auto",
+                   help="data.yaml or bundled name for the accuracy report/control; 'none': no accuracy; "
+                        "default: --calib's own dataset when it is one")
     p.add_argument("--val-split", default="val", help="split of --val to score")
     p.add_argument("--scope", default=None,
                    help="groups kept in float, comma-separated (e.g. 'head,z'; 'all' or 'none'); default: head,kv_matmul,z")

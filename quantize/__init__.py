@@ -67,7 +67,7 @@ def quantize(
     subset_size: int = 300,
     preset: str = "auto",
     max_drop: float | None = None,
-    val: str | os.PathLike | None = None,
+    val: str | os.PathLike | None = "auto",
     output: str | os.PathLike | None = None,
     imgsz: int | tuple[int, int] | None = None,
     *,
@@ -94,8 +94,8 @@ def quantize(
         preset: ``"auto"`` (default: measure the candidates here and keep the fastest within ``budget``),
             ``"mixed"`` or ``"performance"`` (NNCF presets; OpenVINO only).
         max_drop: NNCF accuracy control: largest allowed absolute mAP50-95 drop (0.01 = 1 point); needs ``val``.
-        val: data.yaml / bundled name to measure FP32 and INT8 mAP on (its ``val_split``). Default: when ``calib``
-            is a data.yaml or bundled name, its own validation split; else no accuracy is measured.
+        val: data.yaml / bundled name to measure FP32 and INT8 mAP on (its ``val_split``); None: no accuracy.
+            ``"auto"`` (default): ``calib``'s own dataset when it is a data.yaml or bundled name, else None.
         output: output model file (``.xml``/``.onnx``) or folder; default beside the source
             (``best_int8.onnx``, ``best_int8_openvino_model/best_int8.xml``).
         imgsz: input size; must equal the model's static input size (required for dynamic-size models
@@ -126,8 +126,8 @@ def quantize(
         >>> r.output  # doctest: +SKIP
         'best_int8.onnx'
     """
-    if val is None and _is_dataset(calib):
-        val = calib
+    if isinstance(val, str) and val == "auto":
+        val = calib if _is_dataset(calib) else None
     plan = make_plan(model, calib, backend, subset_size, preset, max_drop, val, output, imgsz, scope, budget, every,
                      val_split, val_limit, latency_runs,
                      {"method": method, "activations": activations, "fast_bias_correction": fast_bias_correction,
