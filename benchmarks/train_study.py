@@ -12,7 +12,7 @@ loses only the run in flight. Runs already recorded are skipped.
     python benchmarks/train_study.py yolo11n-mlla.yaml:0 yolo11n-mlla-p4.yaml:0   # queue, one after another
     python benchmarks/train_study.py --table                                       # rewrite the table only
 
-Each run is ~35-45 min on 2 cores; start the queue with ``nohup ... &``.
+Each run is ~70-105 min on 2 cores (a run cut off by a session's end resumes from its last.pt); start the queue with ``nohup ... &``.
 """
 
 from __future__ import annotations
@@ -72,10 +72,18 @@ def run_one(model: str, seed: int) -> dict:
     data = resolve_data("bccd")
     name = f"{Path(model).stem}-s{seed}"
     RUNS.mkdir(parents=True, exist_ok=True)
+    last = RUNS / name / "weights" / "last.pt"
     t0 = time.time()
-    yolo = YOLO(model)
-    yolo.train(data=str(data), seed=seed, project=str(RUNS), name=name, exist_ok=True, plots=False, **RECIPE)
-    wall = time.time() - t0
+    if last.is_file():
+        # a session ended mid-run: Ultralytics resumes from the epoch, optimizer and EMA in last.pt
+        print(f"resuming {name} from {last}", flush=True)
+        yolo = YOLO(str(last))
+        yolo.train(resume=True)
+    else:
+        yolo = YOLO(model)
+        yolo.train(data=str(data), seed=seed, project=str(RUNS), name=name, exist_ok=True, plots=False, **RECIPE)
+    # training wall time from Ultralytics' own cumulative clock (survives a resume)
+    wall = _train_seconds(Path(yolo.trainer.save_dir) / "results.csv") or (time.time() - t0)
     best = Path(yolo.trainer.best)
     epochs_done = len((Path(yolo.trainer.save_dir) / "results.csv").read_text().strip().splitlines()) - 1
 
@@ -115,6 +123,14 @@ def _profiler_gflops(model, imgsz: int) -> float:
     with torch.no_grad(), torch.profiler.profile(with_flops=True) as prof:
         m(x)
     return sum(e.flops for e in prof.key_averages()) / 1e9
+
+
+def _train_seconds(csv: Path) -> float | None:
+    import csv as _csv
+
+    rows = list(_csv.DictReader(csv.open()))
+    key = next((k for k in rows[0] if k.strip() == "time"), None) if rows else None
+    return float(rows[-1][key]) if key else None
 
 
 def _best_epoch(csv: Path) -> int:

@@ -64,7 +64,7 @@ def _stream_fps(det, clip: Path, frames: int, video: Path | None = None) -> floa
     from edge_mlla.stream import StreamRunner
 
     writer = None
-    with StreamRunner(det, clip, max_frames=frames, max_inflight=3) as run:
+    with StreamRunner(det, clip, max_frames=frames) as run:
         for r in run:
             if video is not None:
                 if writer is None:
@@ -194,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
                      "map50": m["mAP50"], "latency_ms": lat, "stream_fps": fps})  # fmt: skip
         print(f"{backend:12s} {label:28s} mAP50-95 {m['mAP50-95']:.3f}  {lat:6.1f} ms  {fps:5.1f} FPS")
 
-    lines = [f"| backend | precision | model | mAP50-95 | mAP50 | latency ms | stream FPS |", "|---|---|---|---:|---:|---:|---:|"]
+    lines = ["| backend | precision | model | mAP50-95 | mAP50 | latency ms | stream FPS |", "|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['backend']} | {r['precision']} | {r['model']} | {r['map50_95']:.3f} | {r['map50']:.3f} | "
                      f"{r['latency_ms']:.1f} | {r['stream_fps']:.1f} |")  # fmt: skip

@@ -252,6 +252,13 @@ def write_metadata_yaml(folder: Path, metadata: dict[str, str]) -> Path:
     return path
 
 
+def sibling_models(xml: Path) -> list[Path]:
+    """Other OpenVINO models (``.xml``) in the folder of ``xml``: a shared folder must not get one model's
+    ``metadata.yaml`` (Ultralytics reads that file for every IR in the folder)."""
+    xml = Path(xml)
+    return [p for p in sorted(xml.parent.glob("*.xml")) if p.name != xml.name]
+
+
 def write_onnx_metadata(model: Any, metadata: dict[str, str]) -> None:
     """Replace an ``onnx.ModelProto``'s ``metadata_props`` by ``metadata`` (duck-typed: onnx is not imported)."""
     del model.metadata_props[:]

@@ -552,7 +552,8 @@ class StreamRunner:
         drop_stale: keep only the newest frame when inference falls behind. Default: True for live
             sources (cameras, URLs, capture objects, callables), False for files and folders.
         realtime: replay files at their frame rate (then ``drop_stale`` defaults to True).
-        max_inflight: inference calls in flight at once (2 overlaps reading/preprocessing with inference;
+        max_inflight: inference calls in flight at once; None (default): the backend's ``optimal_requests`` + 1, so
+            every infer request stays busy while the next frame is read and preprocessed (at least 2;
             OpenVINO's throughput hint wants its number of infer requests + 1).
         max_frames: stop each source after this many read frames (None: until it ends or :meth:`stop`).
         reconnect: a :class:`Reconnect` policy for live sources, True (the default policy) or False (a
@@ -583,7 +584,7 @@ class StreamRunner:
         source: SourceLike | Sequence[SourceLike],
         drop_stale: bool | None = None,
         realtime: bool = False,
-        max_inflight: int = 2,
+        max_inflight: int | None = None,
         max_frames: int | None = None,
         *,
         reconnect: Reconnect | bool = True,
@@ -597,6 +598,8 @@ class StreamRunner:
     ) -> None:
         if not callable(getattr(detector, "submit", None)):
             raise InputTypeError(f"detector must have submit(frame) -> Future (a Detector), got {type(detector).__name__}")
+        if max_inflight is None:
+            max_inflight = max(2, int(getattr(getattr(detector, "backend", None), "optimal_requests", 1) or 1) + 1)
         if isinstance(max_inflight, bool) or not isinstance(max_inflight, (int, np.integer)) or max_inflight < 1:
             raise ConfigError(f"max_inflight must be an int >= 1, got {max_inflight!r}")
         if max_frames is not None and (not isinstance(max_frames, (int, np.integer)) or max_frames < 1):

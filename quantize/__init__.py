@@ -282,7 +282,9 @@ def choose(plan: QuantizePlan, float_stats: ModelStats, results: list[Measured],
 
 def _install(src: Path, target: Path) -> None:
     """Copy a finished candidate (with its ``.bin`` and ``metadata.yaml``) to ``target``, atomically."""
-    others = [p for p in target.parent.glob("*.xml") if p.name != target.name] if target.suffix == ".xml" else []
+    from edge_mlla.modelfile import sibling_models
+
+    others = sibling_models(target) if target.suffix == ".xml" else []
 
     def write(tmp: Path) -> None:
         shutil.copyfile(src, tmp)

@@ -24,7 +24,7 @@ import numpy as np
 
 from edge_mlla._env import setup_offline
 from edge_mlla.errors import ConfigError, QuantizationError
-from edge_mlla.modelfile import ModelFile, attach_openvino_metadata, int8_metadata, write_metadata_yaml
+from edge_mlla.modelfile import ModelFile, attach_openvino_metadata, int8_metadata, sibling_models, write_metadata_yaml
 from edge_mlla.quantize._model import atomic_write
 from edge_mlla.quantize.calibration import CalibrationSet
 from edge_mlla.graph import read_graph
@@ -127,7 +127,7 @@ def _save(qmodel: Any, output: Path, metadata: dict[str, str]) -> None:
     attach_openvino_metadata(qmodel, metadata)
 
     # metadata.yaml is where Ultralytics' AutoBackend looks; never overwrite the one of another model in that folder
-    others = [p for p in output.parent.glob("*.xml") if p.name != output.name]
+    others = sibling_models(output)
     if others:
         LOGGER.info("not writing metadata.yaml: %s also holds %s (the metadata is in the IR's rt_info)",
                     output.parent, others[0].name)  # fmt: skip

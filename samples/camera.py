@@ -160,7 +160,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--save", type=Path, default=None, help="annotated video (.mp4, mp4v); default annotated.mp4 without --show")
     ap.add_argument("--track", action="store_true", help="ByteTrack ids (supervision: pip install 'edge-mlla[track]')")
     ap.add_argument("--line", default=None, help="count crossings of the line x1,y1,x2,y2 (pixels; implies --track)")
-    ap.add_argument("--inflight", type=int, default=2, help="inference calls in flight (OpenVINO throughput: requests + 1)")
+    ap.add_argument("--inflight", type=int, default=None, help="inference calls in flight (default: the backend's requests + 1)")
     ap.add_argument("--realtime", action="store_true", help="replay files at their frame rate, dropping stale frames")
     ap.add_argument("--loop", action="store_true", help="restart files and folders at their end")
     ap.add_argument("--max-frames", type=int, default=None, help="stop each source after this many frames")
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.show and (why := gui_problem()):
         print(f"error: {why}", file=sys.stderr)
         return 2
-    if args.max_frames is not None and args.max_frames < 1 or args.inflight < 1 or args.retries < 0:
+    if args.max_frames is not None and args.max_frames < 1 or (args.inflight is not None and args.inflight < 1) or args.retries < 0:
         print("error: --max-frames and --inflight must be >= 1, --retries >= 0", file=sys.stderr)
         return 2
     lines: list[LineCounter | None] = [None] * len(args.source)

@@ -27,7 +27,7 @@ setup_offline()  # before anything imports Ultralytics
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from edge_mlla.errors import ConfigError, InputTypeError  # noqa: E402
+from edge_mlla.errors import InputTypeError  # noqa: E402
 
 LOGGER = logging.getLogger("edge_mlla")
 M = TypeVar("M", bound=nn.Module)
