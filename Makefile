@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-install bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+# the Docker runtime stage replayed for real: a fresh venv, the image's pip install, Detector + camera sample (~1-2 min)
+test-install: install
+	EDGE_MLLA_INSTALL_TEST=1 $(BIN)/python -m pytest -q tests/test_docker.py
 
 bench: install
 	$(BIN)/python benchmarks/bench_mlla_vs_psa.py

@@ -60,7 +60,8 @@ def _cmd_quantize(a: argparse.Namespace) -> int:
     report = quantize(a.model, calib=a.calib, backend=a.backend, subset_size=a.subset_size, preset=a.preset,
                       budget=a.budget, latency_runs=a.latency_runs,
                       max_drop=a.max_drop, val=None if a.val == "none" else a.val, output=a.output, imgsz=a.imgsz, scope=a.scope,
-                      method=a.method, every=a.every, threads=a.threads, val_split=a.val_split)
+                      method=a.method, every=a.every, threads=a.threads, val_split=a.val_split,
+                      bias_correction=a.bias_correction)
     print(report.table() if hasattr(report, "table") else report)
     return 0
 
@@ -140,7 +141,7 @@ def _cmd_backends(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="edge-mlla", description="YOLO11-MLLA: train, export, quantize, run.")
+    ap = argparse.ArgumentParser(prog="edge-mlla", description="YOLO11/YOLO26 with MLLA attention: train, export, quantize, run, serve.")
     ap.add_argument("--version", action="version", version=f"edge-mlla {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -175,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["openvino", "onnxruntime"], default="openvino")
     p.add_argument("--subset-size", type=int, default=300)
     p.add_argument("--preset", choices=["auto", "mixed", "performance"], default="auto",
-                   help="auto: quantize both presets, measure speed and accuracy here, keep the fastest within --budget")
+                   help="auto: quantize the candidates (performance, mixed; with --val also mixed with every MLLA group "
+                        "in float), measure speed and accuracy here, keep the fastest within --budget")
     p.add_argument("--budget", type=float, default=0.005, help="largest mAP50-95 drop auto accepts (0.005 = 0.5 points)")
     p.add_argument("--latency-runs", type=int, default=30, help="timed runs per model (0: no timing)")
     p.add_argument("--max-drop", type=float, default=None, help="accuracy control: max mAP50-95 drop (needs --val)")
@@ -187,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="groups kept in float, comma-separated (e.g. 'head,z'; 'all' or 'none'); default: head,kv_matmul,z")
     p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax",
                    help="ONNX Runtime calibration method")
+    p.add_argument("--bias-correction", choices=["full", "fast", "none"], default="full",
+                   help="OpenVINO/NNCF bias correction (full: most accurate; none: quickest)")
     p.add_argument("--every", type=int, default=None, help="video calibration: take every k-th frame")
     p.add_argument("--threads", type=int, default=None, help="threads for the latency measurement")
     _add_imgsz(p, None, "input size (must equal a static model's); N, HxW, H,W or 'H W'")

@@ -157,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
     from edge_mlla.quantize import quantize
 
     ov_q = quantize(xml_path, calib="bccd", backend="openvino", subset_size=args.calib, output=out / "models",
-                    latency_runs=20, fast_bias_correction=True)  # fmt: skip
+                    latency_runs=20, bias_correction="fast")  # fmt: skip
     print(ov_q.table())
     ort_q = quantize(onnx_path, calib="bccd", backend="onnxruntime", subset_size=args.calib, output=out / "models",
                      latency_runs=0, val=None)  # fmt: skip

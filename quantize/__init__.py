@@ -75,7 +75,7 @@ def quantize(
     budget: float = DEFAULT_BUDGET,
     method: str = "minmax",
     activations: str = "auto",
-    fast_bias_correction: bool = False,
+    bias_correction: str = "full",
     every: int | None = None,
     val_split: str = "val",
     val_limit: int | None = None,
@@ -105,7 +105,8 @@ def quantize(
         budget: largest mAP50-95 drop ``auto`` accepts (absolute; default 0.005 = 0.5 points).
         method: ONNX Runtime calibration method: ``minmax``, ``entropy`` or ``percentile``.
         activations: ONNX Runtime activation type: ``uint8`` (U8S8), ``int8`` (S8S8) or ``auto`` (uint8 on x86).
-        fast_bias_correction: NNCF's fast bias correction (off by default: more accurate, slower).
+        bias_correction: NNCF bias correction: ``"full"`` (default: most accurate, slowest), ``"fast"``, or
+            ``"none"`` (quickest; for a handful of calibration images, where correction has little to go on).
         every: video sources: take every ``every``-th frame.
         val_split, val_limit: split and number of images for the accuracy measurements.
         latency_runs: timed runs per model (0: no timing, and ``auto`` falls back to ``mixed``); batch 1, median.
@@ -130,7 +131,7 @@ def quantize(
         val = calib if _is_dataset(calib) else None
     plan = make_plan(model, calib, backend, subset_size, preset, max_drop, val, output, imgsz, scope, budget, every,
                      val_split, val_limit, latency_runs,
-                     {"method": method, "activations": activations, "fast_bias_correction": fast_bias_correction,
+                     {"method": method, "activations": activations, "bias_correction": bias_correction,
                       "threads": threads})  # fmt: skip
     float_stats, results = run_plan(plan)
     return choose(plan, float_stats, results, report_dir)
@@ -216,7 +217,7 @@ def _quantize_one(plan: QuantizePlan, cand: Candidate, target: Path) -> dict[str
                 vitems, vfn = _accuracy_control_data(plan.val, plan.val_split, plan.val_limit, plan.hw, plan.info,
                                                      plan.src.batch)  # fmt: skip
             details = quantize_openvino(plan.src, plan.calib, target, cand.policy, preset=cand.preset,
-                                        fast_bias_correction=o["fast_bias_correction"], max_drop=plan.max_drop,
+                                        bias_correction=o["bias_correction"], max_drop=plan.max_drop,
                                         validation_items=vitems, validation_fn=vfn)  # fmt: skip
         else:
             from edge_mlla.quantize.onnxruntime_int8 import quantize_onnxruntime

@@ -33,6 +33,7 @@ from edge_mlla.quantize.scope import ScopePolicy
 LOGGER = logging.getLogger("edge_mlla")
 
 PRESETS = ("mixed", "performance")
+BIAS_CORRECTION = ("full", "fast", "none")  # NNCF: full (default, most accurate), fast, or off (tiny calibration sets)
 
 
 def _nncf():
@@ -48,7 +49,7 @@ def quantize_openvino(
     output: Path,
     policy: ScopePolicy,
     preset: str = "mixed",
-    fast_bias_correction: bool = False,
+    bias_correction: str = "full",
     max_drop: float | None = None,
     validation_items: Sequence[Any] | None = None,
     validation_fn: Callable[[Callable[[np.ndarray], np.ndarray], Sequence[Any]], float] | None = None,
@@ -62,6 +63,8 @@ def quantize_openvino(
 
     if preset not in PRESETS:
         raise ConfigError(f"preset must be one of {PRESETS}, got {preset!r}")
+    if bias_correction not in BIAS_CORRECTION:
+        raise ConfigError(f"bias_correction must be one of {BIAS_CORRECTION}, got {bias_correction!r}")
     nncf = _nncf()
     model = ov.Core().read_model(str(src.path))
     graph = read_graph(model)
@@ -73,14 +76,15 @@ def quantize_openvino(
     common = dict(
         preset=nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
         subset_size=max(n_items, 1),
-        fast_bias_correction=fast_bias_correction,
+        fast_bias_correction=bias_correction == "fast",
         ignored_scope=scope,
     )
+    advanced = nncf.AdvancedQuantizationParameters(disable_bias_correction=True) if bias_correction == "none" else None
     LOGGER.info("NNCF: quantizing %s on %d calibration batch(es), %d node(s) kept in float (%s)",
                 src.path.name, n_items, len(ignored), ", ".join(policy.groups) or "none")  # fmt: skip
     try:
         if max_drop is None:
-            qmodel = nncf.quantize(model, dataset, **common)
+            qmodel = nncf.quantize(model, dataset, **common, advanced_parameters=advanced)
         else:
             if validation_fn is None or not validation_items:
                 raise ConfigError("max_drop needs validation data (val=data.yaml) to measure the drop")
@@ -91,7 +95,7 @@ def quantize_openvino(
 
             qmodel = nncf.quantize_with_accuracy_control(
                 model, dataset, nncf.Dataset(list(validation_items)), nncf_validate, max_drop=float(max_drop),
-                drop_type=nncf.DropType.ABSOLUTE, **common,
+                drop_type=nncf.DropType.ABSOLUTE, **common, advanced_quantization_parameters=advanced,
             )  # fmt: skip
     except ConfigError:
         raise
@@ -107,7 +111,7 @@ def quantize_openvino(
         "backend": "openvino",
         "tool": f"nncf {nncf.__version__}",
         "preset": preset,
-        "fast_bias_correction": fast_bias_correction,
+        "bias_correction": bias_correction,
         "accuracy_control": max_drop is not None,
         "max_drop": max_drop,
         "ignored_scope": list(policy.groups),

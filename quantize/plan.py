@@ -53,7 +53,7 @@ class QuantizePlan:
     budget: float = DEFAULT_BUDGET
     max_drop: float | None = None
     auto: bool = False
-    options: dict[str, Any] = field(default_factory=dict)  # method, activations, fast_bias_correction, threads, ...
+    options: dict[str, Any] = field(default_factory=dict)  # method, activations, bias_correction, threads, ...
 
     @property
     def info(self) -> ModelInfo:
@@ -107,6 +107,9 @@ def make_plan(
         raise ConfigError(f"preset must be one of {PRESETS}, got {preset!r}")
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= float(budget) < 1:
         raise ConfigError(f"budget is an absolute mAP50-95 drop in [0, 1), e.g. 0.005 (0.5 points); got {budget!r}")
+    bias = options.get("bias_correction", "full")
+    if bias not in ("full", "fast", "none"):
+        raise ConfigError(f"bias_correction must be 'full', 'fast' or 'none', got {bias!r}")
     policy = None if scope is None else ScopePolicy.parse(scope)
     src = resolve_source(model)
     if src.quantized:

@@ -57,10 +57,10 @@ def ov_report(fp_xml, calib_dir, tmp_path_factory):
     from edge_mlla.quantize import quantize
 
     out = tmp_path_factory.mktemp("ov_int8")
-    # fast bias correction only to keep the test short; quantize()'s default (off) is checked in test_defaults
+    # fast bias correction only to keep the test short; quantize()'s default (full) is checked in test_defaults
     with pytest.warns(CalibrationWarning):  # 4 usable images < subset_size 8
         return quantize(fp_xml, calib=calib_dir, backend="openvino", subset_size=8, output=out,
-                        latency_runs=0, fast_bias_correction=True)  # fmt: skip
+                        latency_runs=0, bias_correction="fast")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +132,7 @@ def test_openvino_int8_end_to_end(ov_report, fp_xml, calib_dir):
     assert md.precision == "int8" and md.names == {0: "RBC", 1: "WBC", 2: "Platelets"}
     q = md.edge_mlla["quantization"]
     assert q["backend"] == "openvino" and q["preset"] == "mixed" and q["ignored_scope"] == ["head", "kv_matmul", "z"]
+    assert q["bias_correction"] == "fast"
     # the calibration counts: 4 used, the corrupt file skipped and counted
     assert ov_report.calibration["used"] == N_CALIB and ov_report.calibration["skipped"] == 1
     assert "Softmax" in ov_report.float_ops["head"] and "MatMul" in ov_report.float_ops["z"]
@@ -172,7 +173,7 @@ def test_defaults():
     from edge_mlla.quantize import quantize
 
     sig = inspect.signature(quantize).parameters
-    assert sig["fast_bias_correction"].default is False and sig["preset"].default == "auto"
+    assert sig["bias_correction"].default == "full" and sig["preset"].default == "auto"
     assert sig["budget"].default == 0.005
     assert sig["backend"].default == "openvino" and sig["subset_size"].default == 300
 
@@ -285,6 +286,8 @@ def test_bad_arguments_fail_before_any_work(fp_onnx, fp_xml, calib_dir, tmp_path
         quantize(fp_xml, calib=calib_dir, backend="onnxruntime")
     with pytest.raises(ConfigError, match="backend"):
         quantize(fp_onnx, calib=calib_dir, backend="tensorrt")
+    with pytest.raises(ConfigError, match="bias_correction"):
+        quantize(fp_xml, calib=calib_dir, bias_correction=True)
     with pytest.raises(MissingFileError):
         quantize(tmp_path / "nope.onnx", calib=calib_dir)
     empty = tmp_path / "empty"
@@ -338,7 +341,7 @@ def test_accuracy_control_runs_with_our_metric(fp_xml, calib_dir, tiny_data, tmp
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)
         r = quantize(fp_xml, calib=calib_dir, backend="openvino", subset_size=2, max_drop=0.5, val=tiny_data, val_limit=2,
-                     output=tmp_path, latency_runs=0, fast_bias_correction=True)  # fmt: skip
+                     output=tmp_path, latency_runs=0, bias_correction="none")  # fmt: skip
     assert r.details["accuracy_control"] is True and r.details["max_drop"] == 0.5
     assert r.fp32.map50_95 is not None and r.map_drop is not None and r.map_drop <= 0.5
     assert Path(r.output).is_file() and r.int8.precision == "int8"
@@ -444,7 +447,7 @@ def test_auto_measures_every_candidate_in_one_run(fp_xml, calib_dir, tiny_data, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)
         r = quantize(fp_xml, calib=calib_dir, subset_size=4, val=tiny_data, val_limit=2, output=tmp_path,
-                     latency_runs=3, fast_bias_correction=True)  # fmt: skip
+                     latency_runs=3, bias_correction="none")  # fmt: skip
     assert [(c["preset"], tuple(c["scope"])) for c in r.candidates] == [
         ("performance", ("head", "kv_matmul", "z")), ("mixed", ("head", "kv_matmul", "z")),
         ("mixed", ("head", "kv_matmul", "z", "rope", "residual"))]
@@ -453,6 +456,7 @@ def test_auto_measures_every_candidate_in_one_run(fp_xml, calib_dir, tiny_data, 
     assert r.fp32.fps > 0 and r.fp32.precision in ("f32", "bf16") and r.reason and r.recommendation
     chosen = next(c for c in r.candidates if c["chosen"])
     assert r.details["preset"] == chosen["preset"] and r.int8.fps == chosen["fps"]
+    assert r.details["bias_correction"] == "none"
     assert "| candidate (preset, kept in float) |" in r.table() and "recommendation: " in r.table()
     assert not list(tmp_path.glob(".edge_mlla_int8_*"))  # the other candidates are gone
     with Detector(r.output) as det:

@@ -311,11 +311,14 @@ def test_reconnect_after_read_raises(slow):
 
 
 def test_stalled_source_is_caught_by_the_watchdog(slow):
-    stuck = FakeCamera(100, period=0.001, stall_at=8, stall=1.5)  # blocks 1.5 s, longer than the 0.3 s watchdog
+    # blocks 3 s, well past the 1 s watchdog; 1 s (not FAST's 0.3 s) so a loaded CI machine's scheduling gaps
+    # between 1-ms frames never look like a stall
+    stuck = FakeCamera(100, period=0.001, stall_at=8, stall=3.0)
     factory = Factory([stuck, FakeCamera(10, period=0.001, offset=100)])
     kw: dict = {}
     seen = _statuses(kw)
-    run = StreamRunner(slow(0.0), factory, reconnect=FAST, drop_stale=False, max_frames=18, **kw)
+    policy = Reconnect(initial=0.01, factor=2.0, max_delay=0.04, max_tries=8, watchdog=1.0)
+    run = StreamRunner(slow(0.0), factory, reconnect=policy, drop_stale=False, max_frames=18, **kw)
     results = list(run)
     lost = [s for s in seen if s.state == "lost"]
     assert len(lost) == 1 and "watchdog" in lost[0].error
