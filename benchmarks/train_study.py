@@ -130,7 +130,11 @@ def _train_seconds(csv: Path) -> float | None:
 
     rows = list(_csv.DictReader(csv.open()))
     key = next((k for k in rows[0] if k.strip() == "time"), None) if rows else None
-    return float(rows[-1][key]) if key else None
+    if key is None:
+        return None
+    # cumulative per training process: a resumed run restarts the clock, so add up each segment's last value
+    times = [float(r[key]) for r in rows]
+    return sum(a for a, b in zip(times, times[1:] + [0.0]) if b < a)
 
 
 def _best_epoch(csv: Path) -> int:
