@@ -102,6 +102,40 @@ class Sink:
             self.writer.release()
 
 
+class Interrupts:
+    """Ctrl-C and SIGTERM (docker stop) raise KeyboardInterrupt, but never inside :meth:`shielded` (a frame's write
+    and its count): there the signal is held and raised when the block ends, so the summary's count of written
+    frames is exactly what the video holds."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending = False
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.depth:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self.handler)
+        signal.signal(signal.SIGTERM, self.handler)
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def __enter__(self) -> Interrupts:
+        self.depth += 1
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.depth -= 1
+        if not self.depth and self.pending and exc[0] is None:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
 def put_text(img: np.ndarray, text: str, org: tuple[int, int], color=(255, 255, 255), scale: float = 0.55) -> None:
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
@@ -218,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     t_end = None if args.seconds is None else time.monotonic() + args.seconds
     t_log = time.monotonic() + 5
     code = 0
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # docker stop -> the same clean exit as Ctrl-C
+    shield = Interrupts()
+    shield.install()  # docker stop (SIGTERM) -> the same clean exit as Ctrl-C
     try:
         for r in run:
             t0 = time.perf_counter()
@@ -231,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             img = annotate(r, fps, run.status[i], line)
             t1 = time.perf_counter()
             if sinks[i] is not None:
-                sinks[i].write(img, r.timestamp)
+                with shield:
+                    sinks[i].write(img, r.timestamp)
             if args.show:
                 cv2.imshow(f"camera.py: source {i}", img)
                 if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
@@ -255,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         code = 1
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        shield.restore()
         run.stop()
         for sink in sinks:
             if sink is not None:
