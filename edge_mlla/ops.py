@@ -198,7 +198,7 @@ def parse_imgsz(value: Any, stride: int | None = None, what: str = "imgsz") -> t
     if isinstance(value, bool) or value is None:
         raise ConfigError(f"{what} must be an int or (height, width), got {value!r}")
     if isinstance(value, str):
-        vals = [v for v in re.split(r"[\sx,X*]+", value.strip()) if v]
+        vals = re.split(r"\s*[x,X*]\s*|\s+", value.strip())  # '640x' or 'x640' leaves an empty side: rejected below
     elif isinstance(value, (int, np.integer)):
         vals = [value]
     elif isinstance(value, (list, tuple)):

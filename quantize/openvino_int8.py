@@ -1,7 +1,8 @@
 """OpenVINO INT8 through NNCF post-training quantization, with the graph-derived ignored scope of :mod:`.scope`.
 
-``nncf.quantize`` runs with preset MIXED (symmetric weights, asymmetric activations) and fast bias
-correction off (the full bias correction recovers more of the head's accuracy on small detectors);
+``nncf.quantize`` runs with the candidate's preset (MIXED: symmetric weights, asymmetric activations; PERFORMANCE:
+symmetric both) and full bias correction unless told ``fast`` or ``none`` (full recovers more of the head's accuracy
+on small detectors);
 with ``max_drop`` it runs ``nncf.quantize_with_accuracy_control`` instead, its metric being our own
 mAP50-95 (:mod:`edge_mlla.eval`), so layers go back to float until the drop is within ``max_drop``.
 

@@ -187,7 +187,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="camera index, video file, image folder, rtsp:// or http:// URL; repeat for several sources")
     ap.add_argument("--backend", default="auto", help="auto, openvino, onnxruntime, cuda, torch")
     ap.add_argument("--device", default=None, help="backend device (CPU, GPU, NPU, AUTO for OpenVINO; cuda:0)")
-    ap.add_argument("--precision", default=None, help="f32, bf16, f16 where the backend offers them (default f32)")
+    ap.add_argument("--precision", default=None, help="f32, bf16, f16 where the backend offers them (default: the device's native: bf16 on CPUs with BF16, else f32)")
     ap.add_argument("--hint", choices=("latency", "throughput"), default=None, help="OpenVINO performance hint")
     ap.add_argument("--conf", type=float, default=0.25, help="detection confidence threshold")
     ap.add_argument("--show", action="store_true", help="show a window per source (needs a GUI OpenCV and a display)")

@@ -23,13 +23,13 @@ BCCD = Path(__file__).resolve().parents[1] / "edge_mlla" / "data" / "bccd"
     "value,want",
     [(640, (640, 640)), ("640", (640, 640)), ("192x640", (192, 640)), ("192,640", (192, 640)),
      ("192 640", (192, 640)), ((192, 640), (192, 640)), ([320], (320, 320)), (["192", "640"], (192, 640)),
-     ("192X640", (192, 640)), (np.int64(320), (320, 320))],
+     ("192X640", (192, 640)), (np.int64(320), (320, 320)), (" 192 x 640 ", (192, 640))],
 )  # fmt: skip
 def test_one_imgsz_parser(value, want):
     assert parse_imgsz(value) == want
 
 
-@pytest.mark.parametrize("value", ["", "6x4x2", "abc", "0", "-32", (1, 2, 3), 1.5, True, None, "320.5"])
+@pytest.mark.parametrize("value", ["", "6x4x2", "abc", "0", "-32", (1, 2, 3), 1.5, True, None, "320.5", "640x", "x640", "640,"])
 def test_imgsz_parser_rejects(value):
     with pytest.raises(ConfigError):
         parse_imgsz(value)

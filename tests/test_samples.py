@@ -58,16 +58,16 @@ def no_traceback(p: subprocess.CompletedProcess) -> None:
 def test_camera_sample_on_the_clip_tracks_counts_and_writes(tmp_path, exported):
     out = tmp_path / "out.mp4"
     p = run_sample(CAMERA, "--model", exported("openvino"), "--source", CLIP, "--save", out, "--track",
-                   "--line", "320,0,320,480", "--max-frames", 24)  # fmt: skip
+                   "--line", "320,0,320,480", "--max-frames", 48)  # fmt: skip
     no_traceback(p)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert frames_of(out) == (24, (640, 480))
+    assert frames_of(out) == (48, (640, 480))
     row = re.search(r"\| 0: .*bccd_pan\.mp4 \| ended \| (\d+) \| (\d+) \| (\d+) \| 0 \|", p.stdout)
-    assert row and row.groups() == ("24", "24", "0"), p.stdout
+    assert row and row.groups() == ("48", "48", "0"), p.stdout
     for stage in ("capture", "preprocess", "infer", "postprocess", "track", "draw", "write", "latency"):
         assert re.search(rf"\| {stage}[^|]* \| \d+\.\d \| \d+\.\d \| \d+\.\d \|", p.stdout), stage
-    assert re.search(r"24 frames processed in [\d.]+ s: [\d.]+ FPS", p.stdout)
-    # the clip pans right, so cells move left across x=320: they cross "out" (LineZone: in = towards +x here)
+    assert re.search(r"48 frames processed in [\d.]+ s: [\d.]+ FPS", p.stdout)
+    # the clip pans right, so cells move left across x=320 (6.4 px a frame: 48 frames carry many a cell across): they cross "out" (LineZone: in = towards +x here)
     line = re.search(r"line on source 0: in (\d+), out (\d+)", p.stdout)
     assert line and int(line.group(1)) == 0 and int(line.group(2)) >= 1, p.stdout
 
