@@ -112,5 +112,10 @@ def setup_offline() -> Path:
                     break
                 shutil.copyfile(ttf, target)
     _opt_out_telemetry()
+    # torch warns "No CUDA runtime is found, using CUDA_HOME=..." when NNCF imports its extension loader on a
+    # CPU-only machine; we never build a CUDA extension, so it only misleads. A level the user set is kept.
+    cpp = logging.getLogger("torch.utils.cpp_extension")
+    if cpp.level == logging.NOTSET:
+        cpp.setLevel(logging.ERROR)
     _DONE = ult_dirs[0]
     return ult_dirs[0]

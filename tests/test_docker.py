@@ -1,9 +1,8 @@
 """The slim Docker image (issue 12): the Dockerfile lints clean with hadolint, keeps its promises (slim base, no
 torch or Ultralytics in the final stage, non-root, the camera sample on the bundled clip writing to /out), and the
-runtime-only install it describes resolves without torch or Ultralytics, and Detector and the camera sample run with
-both made unimportable. No Docker engine is needed: pip resolves the final stage's own arguments (parsed from the
-Dockerfile) on a copy of exactly the files it COPYs. The full replay (a fresh venv and a real install, ~1-2 min) is
-``make test-install`` (EDGE_MLLA_INSTALL_TEST=1)."""
+runtime-only install it describes, made in a fresh venv from a copy of exactly the files the final stage COPYs and
+with its own pip arguments (parsed from the Dockerfile), runs Detector and the camera sample without torch or
+Ultralytics. No Docker engine is needed."""
 
 from __future__ import annotations
 
@@ -102,55 +101,7 @@ def _app_copy(dst: Path) -> Path:
     return dst
 
 
-RUNTIME_NEEDS = {"edge-mlla", "numpy", "opencv-python-headless", "pyyaml", "openvino", "onnxruntime", "supervision"}
-NEVER_AT_RUNTIME = {"torch", "torchvision", "ultralytics", "nncf", "opencv-python", "ray"}
-
-
-@pytest.mark.timeout(300)
-def test_runtime_install_resolves_without_torch(tmp_path):
-    """pip's own resolver on the copied files with the final stage's arguments: the runtime set, no torch."""
-    app = _app_copy(tmp_path / "app")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    report = tmp_path / "report.json"
-    p = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed", "--report",
-                        str(report), *pip_install_args()], cwd=app, capture_output=True, text=True, timeout=280, env=env)  # fmt: skip
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-    import json
-
-    names = {i["metadata"]["name"].lower().replace("_", "-") for i in json.loads(report.read_text())["install"]}
-    assert RUNTIME_NEEDS <= names, RUNTIME_NEEDS - names
-    assert not names & NEVER_AT_RUNTIME, names & NEVER_AT_RUNTIME
-
-
-# torch and friends made unimportable (sys.modules[name] = None makes `import name` raise ImportError)
-_BLOCK = "import sys\nfor _m in ('torch', 'torchvision', 'ultralytics', 'nncf'): sys.modules[_m] = None\n"
-
-
-def test_runtime_path_runs_without_torch(tmp_path, exported):
-    """Detector and the image's default command (the camera sample on the bundled clip) with torch unimportable."""
-    model = exported("openvino")
-    img = sorted((ROOT / "edge_mlla" / "data" / "bccd" / "images" / "val").glob("*.jpg"))[0]
-    code = (_BLOCK + "from edge_mlla import Detector\n"
-            f"det = Detector({str(model)!r})\nd = det({str(img)!r})\n"
-            "print(det.backend.name, len(d), sorted(set(d.class_name.tolist())))\n")  # fmt: skip
-    d = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert d.returncode == 0, d.stderr[-3000:]
-    backend, n, *_ = d.stdout.split()
-    assert backend == "openvino" and int(n) > 0, d.stdout
-
-    out = tmp_path / "out" / "clip.mp4"
-    argv = ["camera.py", "--model", str(model), "--source", str(ROOT / "edge_mlla" / "data" / "clips" / "bccd_pan.mp4"),
-            "--track", "--line", "320,0,320,480", "--max-frames", "10", "--save", str(out)]  # fmt: skip
-    code = _BLOCK + f"import runpy\nsys.argv = {argv!r}\nrunpy.run_path({str(ROOT / 'samples' / 'camera.py')!r}, run_name='__main__')\n"
-    s = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert s.returncode == 0 and "Traceback" not in s.stderr, s.stderr[-3000:]
-    assert "10 frames processed" in s.stdout
-    cap = cv2.VideoCapture(str(out))
-    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 10
-    cap.release()
-
-
-@pytest.mark.skipif(os.environ.get("EDGE_MLLA_INSTALL_TEST") != "1", reason="full install replay: make test-install")
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_runtime_only_install_runs_detector_and_sample_without_torch(tmp_path, exported):
     """Replays the final stage in a fresh venv: same files, same pip arguments; then runs Detector and the sample."""

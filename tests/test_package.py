@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -77,6 +78,17 @@ def test_offline_setup_provides_font_and_telemetry_opt_out(sandbox):
     assert os.environ["YOLO_OFFLINE"] == "1"
     assert (cfg / "Arial.ttf").stat().st_size > 100_000
     assert (Path(os.environ["HOME"]) / "intel" / "openvino_telemetry").read_text() == "0"
+
+
+def test_no_cuda_home_notice_on_nncf_import():
+    """torch logs "No CUDA runtime is found, using CUDA_HOME=..." when NNCF loads its extension helper on a machine
+    with a CUDA folder but no GPU; our offline setup silences exactly that logger (not torch's other warnings)."""
+    code = ("import logging\nfrom edge_mlla._env import setup_offline\nsetup_offline()\nimport nncf.torch\n"
+            "print(logging.getLogger('torch.utils.cpp_extension').level, logging.getLogger('torch').level)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "No CUDA runtime" not in p.stderr
+    assert p.stdout.split()[0] == str(logging.ERROR) and p.stdout.split()[1] != str(logging.ERROR)
 
 
 def test_bundled_data_is_complete():
