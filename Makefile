@@ -27,7 +27,7 @@ demo: install
 	$(BIN)/python -m edge_mlla.demo
 
 # two workers, one test file each (module fixtures are built once): much of the suite waits on subprocesses,
-# Ray and single-threaded graph passes, so 2 workers on 2 cores take ~5.5 min where one took ~9.5
+# Ray, pip and single-threaded graph passes, so 2 workers on 2 cores take ~6.5 min where one took ~9.5
 test: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 

@@ -138,6 +138,8 @@ def main() -> None:
     ap.add_argument("--soak", type=int, default=2000, help="frames for the RSS soak (0: skip)")
     ap.add_argument("--no-batch4", action="store_true", help="skip the fixed batch-4 IR")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--note", default="2-core machine shared with a training run and other jobs: compare ratios measured in the same round",
+                    help="how busy the machine was (goes into the report with the load averages)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from edge_mlla.stream import bundled_clip
@@ -147,7 +149,7 @@ def main() -> None:
     print(f"CPU: {cpu['model']}, {cpu['cores']} cores, flags {' '.join(cpu['flags']) or '-'}", flush=True)
     irs = models(args.out, not args.no_batch4)
     report: dict = {"cpu": cpu, "clip": str(clip.relative_to(ROOT)), "inflight": args.inflight, "models": {}, "sources": [], "soak": None,
-                    "note": "2-core machine shared with a training run and other jobs: compare ratios measured in the same round"}  # fmt: skip
+                    "note": f"{args.note}; load average at start {tuple(round(x, 2) for x in os.getloadavg())}"}  # fmt: skip
     for name in ("f32", "int8"):
         xml = irs[name]
         rounds = []
