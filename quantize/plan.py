@@ -17,6 +17,7 @@ import numpy as np
 from edge_mlla.errors import ConfigError, ModelFileError, ShapeError
 from edge_mlla.modelfile import ModelFile, ModelInfo
 from edge_mlla.quantize._model import resolve_output, resolve_source
+from edge_mlla.quantize.openvino_int8 import BIAS_CORRECTION
 from edge_mlla.quantize.calibration import CalibrationSet, load_calibration
 from edge_mlla.quantize.scope import DEFAULT_GROUPS, ScopePolicy
 
@@ -108,8 +109,8 @@ def make_plan(
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= float(budget) < 1:
         raise ConfigError(f"budget is an absolute mAP50-95 drop in [0, 1), e.g. 0.005 (0.5 points); got {budget!r}")
     bias = options.get("bias_correction", "full")
-    if bias not in ("full", "fast", "none"):
-        raise ConfigError(f"bias_correction must be 'full', 'fast' or 'none', got {bias!r}")
+    if bias not in BIAS_CORRECTION:
+        raise ConfigError(f"bias_correction must be one of {BIAS_CORRECTION}, got {bias!r}")
     policy = None if scope is None else ScopePolicy.parse(scope)
     src = resolve_source(model)
     if src.quantized:
