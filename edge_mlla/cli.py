@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic", action="store_true", help="dynamic batch and image size")
     p.add_argument("--half", action="store_true", help="fp16 weights")
     p.add_argument("--end2end", action=argparse.BooleanOptionalAction, default=None,
-                   help="YOLO26: export the NMS-free head, output (N, 300, 6) (default); --no-end2end: the NMS head")
+                   help="YOLO26: export the NMS-free head, output (N, 300, 6); default (as Ultralytics): the NMS head")
     p.add_argument("-o", "--output", default=None, help="output folder")
     p.set_defaults(fn=_cmd_export)
 

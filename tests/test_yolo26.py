@@ -1,5 +1,6 @@
-"""YOLO26-MLLA: the yamls build at every scale with C2MLLA in place of C2PSA, train, and export the NMS-free
-end-to-end head as (N, 300, 6) ONNX / IR with metadata that Detector and Ultralytics both read to the pixel."""
+"""YOLO26-MLLA: the yamls build at every scale with C2MLLA in place of C2PSA, train, and export either head: by
+default the one-to-many (NMS) head, as Ultralytics' own export does; on request the NMS-free end-to-end head as
+(N, 300, 6) ONNX / IR with metadata that Detector and Ultralytics both read to the pixel."""
 
 from __future__ import annotations
 
@@ -50,8 +51,8 @@ def test_end_to_end_export_and_parity_with_ultralytics(y26_pt, tmp_path, val_ima
     from edge_mlla.export import export
     from edge_mlla.modelfile import inspect_model
 
-    onnx_path = export(y26_pt, format="onnx", imgsz=320, output=tmp_path)
-    xml = export(y26_pt, format="openvino", imgsz=320, output=tmp_path)
+    onnx_path = export(y26_pt, format="onnx", imgsz=320, output=tmp_path, end2end=True)
+    xml = export(y26_pt, format="openvino", imgsz=320, output=tmp_path, end2end=True)
     assert [o.shape for o in ort.InferenceSession(str(onnx_path)).get_outputs()] == [[1, 300, 6]]
     for f in (onnx_path, xml):
         mf = inspect_model(f)
@@ -69,14 +70,31 @@ def test_end_to_end_export_and_parity_with_ultralytics(y26_pt, tmp_path, val_ima
         det.close()
 
 
-def test_one_to_many_head_on_request(y26_pt, tmp_path):
+def test_default_head_is_ultralytics_default(y26_pt, tmp_path, val_images):
+    """None exports what Ultralytics' own exporter writes for the same checkpoint (the one-to-many head, NMS
+    afterwards): same output layout, same numbers on a real image (our file is re-parameterized, theirs is not).
+    Raw outputs, not boxes: a one-epoch model scores thousands of anchors equally, so NMS order is a tie-break."""
     import onnxruntime as ort
+    from ultralytics import YOLO
 
     from edge_mlla.errors import ConfigError
     from edge_mlla.export import export
+    from edge_mlla.modelfile import inspect_model
+    from edge_mlla.ops import letterbox, read_image
 
-    p = export(y26_pt, format="onnx", imgsz=320, output=tmp_path, end2end=False)
-    assert [o.shape for o in ort.InferenceSession(str(p)).get_outputs()] == [[1, 7, 2100]]
+    ours = export(y26_pt, format="onnx", imgsz=320, output=tmp_path / "ours")
+    ref_pt = tmp_path / "ref" / "model.pt"
+    ref_pt.parent.mkdir()
+    ref_pt.write_bytes(y26_pt.read_bytes())
+    theirs = YOLO(str(ref_pt)).export(format="onnx", imgsz=320, simplify=False)
+    assert inspect_model(ours).metadata["end2end"] == "False"
+    x = letterbox(read_image(val_images[0]), (320, 320))[0][None, :, :, ::-1].transpose(0, 3, 1, 2)
+    x = np.ascontiguousarray(x, np.float32) / 255.0
+    run = lambda f: ort.InferenceSession(str(f)).run(None, {"images": x})[0]  # noqa: E731
+    a, b = run(ours), run(theirs)
+    assert a.shape == b.shape == (1, 7, 2100)
+    assert np.abs(a[:, :4] - b[:, :4]).max() < 0.05 and np.abs(a[:, 4:] - b[:, 4:]).max() < 1e-4  # px, score
+    assert run(export(y26_pt, format="onnx", imgsz=320, output=tmp_path / "no", end2end=False)).shape == a.shape
     with pytest.raises(ConfigError, match="end2end must be True, False or None"):
         export(y26_pt, format="onnx", imgsz=320, output=tmp_path, end2end="yes")
 

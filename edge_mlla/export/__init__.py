@@ -102,9 +102,11 @@ def export(
         opset: ONNX opset, 17..21.
         reparameterize: convert to the deploy form first (default). ``False`` exports the training
             form (Conv+BN still fused), for comparisons such as node counts and latency.
-        end2end: for heads with a one-to-one branch (YOLO26): ``None``/``True`` export the NMS-free head,
-            output ``(B, max_det, 6)`` = ``x1, y1, x2, y2, score, class`` in input pixels; ``False`` exports the
-            one-to-many head (``(B, 4 + nc, A)``, NMS afterwards). Heads without that branch ignore it.
+        end2end: for heads with a one-to-one branch (YOLO26): ``True`` exports the NMS-free head, output
+            ``(B, max_det, 6)`` = ``x1, y1, x2, y2, score, class`` in input pixels; ``None`` (Ultralytics'
+            own export and val default) and ``False`` export the one-to-many head (``(B, 4 + nc, A)``, NMS
+            afterwards), the more accurate of the two on our trained YOLO26n-MLLA (README, "YOLO26"). Heads
+            without that branch: ``None``/``False`` leave them as they are, ``True`` is a ConfigError.
 
     Raises:
         MissingFileError, ModelFileError, ConfigError, OutputNotWritableError, ExportError.
@@ -130,7 +132,7 @@ def export(
         raise ConfigError(f"end2end must be True, False or None, got {end2end!r}")
     head = model.model[-1]
     if getattr(head, "one2one_cv2", None) is not None:  # select the branch before fusion drops the other one
-        model.end2end = end2end is not False
+        model.end2end = end2end is True  # None: Ultralytics' default (exporter and validator: nms=None -> one2many)
     elif end2end:
         raise ConfigError(f"end2end=True but {stem} has no one-to-one (NMS-free) head; YOLO26 models have one")
     model = _prepare(model, hw, batch, dynamic, reparameterize)
