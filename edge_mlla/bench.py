@@ -578,7 +578,8 @@ def _calibration_images(n: int) -> list[str]:
     return [str(files[i]) for i in idx]
 
 
-def _quantize(src: Path, backend: str, hw: tuple[int, int], out: Path, calib: list[str]) -> tuple[Path, dict]:
+def _quantize(src: Path, backend: str, hw: tuple[int, int], out: Path, calib: list[str],
+              progress: bool = False) -> tuple[Path, dict]:  # fmt: skip
     from edge_mlla.quantize import quantize
 
     if backend == "openvino":  # import NNCF before quantize() quiets its logger: importing it resets the level to INFO
@@ -586,7 +587,7 @@ def _quantize(src: Path, backend: str, hw: tuple[int, int], out: Path, calib: li
             import nncf  # noqa: F401
 
     report = quantize(src, calib=calib, backend=backend, subset_size=len(calib), latency_runs=0, output=out,
-                      imgsz=hw)  # fmt: skip
+                      imgsz=hw, progress=progress)  # fmt: skip
     return Path(report.output), dict(report.calibration or {})
 
 
@@ -1042,7 +1043,7 @@ def _prepare(src: _Source, backends: list[str], precisions: list[str], sizes: li
                         files.error[key] = f"no float {fkind or 'model'} file to quantize ({why})"
                         return
                     out = work / "ours" / f"int8_{qb}_{_label(hw)}"
-                    _set(files, key, lambda: _quantize(srcf, qb, hw, out, calib)[0])
+                    _set(files, key, lambda: _quantize(srcf, qb, hw, out, calib, progress)[0])
 
                 steps.append((f"ours: quantize {qb} {_label(hw)}", quant))
 

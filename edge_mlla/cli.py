@@ -61,7 +61,7 @@ def _cmd_quantize(a: argparse.Namespace) -> int:
                       budget=a.budget, latency_runs=a.latency_runs,
                       max_drop=a.max_drop, val=None if a.val == "none" else a.val, output=a.output, imgsz=a.imgsz, scope=a.scope,
                       method=a.method, every=a.every, threads=a.threads, val_split=a.val_split,
-                      bias_correction=a.bias_correction)
+                      bias_correction=a.bias_correction, progress=not a.no_progress)
     print(report.table() if hasattr(report, "table") else report)
     return 0
 
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX Runtime calibration method")
     p.add_argument("--bias-correction", choices=["full", "fast", "none"], default="full",
                    help="OpenVINO/NNCF bias correction (full: most accurate; none: quickest)")
+    p.add_argument("--no-progress", action="store_true", help="hide NNCF's progress bars")
     p.add_argument("--every", type=int, default=None, help="video calibration: take every k-th frame")
     p.add_argument("--threads", type=int, default=None, help="threads for the latency measurement")
     _add_imgsz(p, None, "input size (must equal a static model's); N, HxW, H,W or 'H W'")

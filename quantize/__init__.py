@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_mlla.errors import QuantizationError
+from edge_mlla.errors import ConfigError, QuantizationError
 from edge_mlla.quantize._model import atomic_write, file_size
 from edge_mlla.quantize.calibration import CalibrationSet, load_calibration
 from edge_mlla.quantize.measure import measure_latency, measure_throughput, runtime_options
@@ -82,6 +82,7 @@ def quantize(
     latency_runs: int = 30,
     threads: int | None = None,
     report_dir: str | os.PathLike | None = None,
+    progress: bool = True,
 ) -> QuantizeReport:
     """Quantize an exported FP32 model to INT8, choosing the variant that pays here, and report what it cost.
 
@@ -112,6 +113,7 @@ def quantize(
         latency_runs: timed runs per model (0: no timing, and ``auto`` falls back to ``mixed``); batch 1, median.
         threads: inference threads for timing and validation (runtime default if None).
         report_dir: where ``<output stem>_report.json`` / ``.png`` go (default: beside the output).
+        progress: NNCF's progress bars (statistics collection, bias correction); ``False`` hides them.
 
     Returns:
         :class:`QuantizeReport` (``.table()``, ``.map_drop``, ``.candidates``, ``.recommendation``, ``.json_path``).
@@ -127,12 +129,14 @@ def quantize(
         >>> r.output  # doctest: +SKIP
         'best_int8.onnx'
     """
+    if not isinstance(progress, bool):
+        raise ConfigError(f"progress must be True or False, got {progress!r}")
     if isinstance(val, str) and val == "auto":
         val = calib if _is_dataset(calib) else None
     plan = make_plan(model, calib, backend, subset_size, preset, max_drop, val, output, imgsz, scope, budget, every,
                      val_split, val_limit, latency_runs,
                      {"method": method, "activations": activations, "bias_correction": bias_correction,
-                      "threads": threads})  # fmt: skip
+                      "threads": threads, "progress": progress})  # fmt: skip
     float_stats, results = run_plan(plan)
     return choose(plan, float_stats, results, report_dir)
 
@@ -208,7 +212,7 @@ def run_plan(plan: QuantizePlan) -> tuple[ModelStats, list[Measured]]:
 def _quantize_one(plan: QuantizePlan, cand: Candidate, target: Path) -> dict[str, Any]:
     o = plan.options
     t0 = time.perf_counter()
-    with _quiet_nncf():
+    with _quiet_nncf(progress=o.get("progress", True)):
         if plan.backend == "openvino":
             from edge_mlla.quantize.openvino_int8 import quantize_openvino
 
@@ -326,9 +330,27 @@ class _QuietFilter(logging.Filter):
 
 class _quiet_nncf:
     """NNCF logs every skipped quantizer at INFO and ORT one line per weight channel; keep both quiet unless
-    edge_mlla is at DEBUG."""
+    edge_mlla is at DEBUG. ``progress=False`` also hides NNCF's rich progress bars: NNCF has no switch for them,
+    so every ``track`` built inside the block is built with ``disable=True`` (restored on exit)."""
+
+    def __init__(self, progress: bool = True) -> None:
+        self._progress = progress
+        self._track = self._init = None
 
     def __enter__(self) -> None:
+        if not self._progress:
+            try:
+                from nncf.common.logging.track_progress import track
+            except ImportError:  # ONNX Runtime quantization without NNCF installed
+                pass
+            else:
+                init = self._init = track.__init__
+
+                def quiet_init(obj: Any, *args: Any, **kwargs: Any) -> None:
+                    kwargs["disable"] = True
+                    init(obj, *args, **kwargs)
+
+                self._track, track.__init__ = track, quiet_init
         try:  # importing NNCF sets its logger to INFO: import first, then quiet it
             import nncf  # noqa: F401
         except ImportError:  # ONNX Runtime quantization without NNCF installed
@@ -343,4 +365,6 @@ class _quiet_nncf:
     def __exit__(self, *exc: object) -> None:
         self._lg.setLevel(self._old)
         logging.getLogger().removeFilter(self._filter)
+        if self._track is not None:
+            self._track.__init__ = self._init
 

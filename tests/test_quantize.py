@@ -461,3 +461,31 @@ def test_auto_measures_every_candidate_in_one_run(fp_xml, calib_dir, tiny_data, 
     assert not list(tmp_path.glob(".edge_mlla_int8_*"))  # the other candidates are gone
     with Detector(r.output) as det:
         assert det.precision == "int8"
+
+
+def test_no_progress_hides_nncf_bars():
+    """NNCF has no switch for its rich progress bars: progress=False builds every NNCF track disabled, and only
+    inside the block (the real NNCF class, drawing to a terminal console)."""
+    import io
+
+    pytest.importorskip("nncf")
+    from nncf.common.logging.track_progress import track
+    from rich.console import Console
+
+    from edge_mlla.quantize import _quiet_nncf
+
+    def drawn() -> str:
+        buf = io.StringIO()
+        for _ in track(range(3), description="Statistics collection", console=Console(file=buf, force_terminal=True)):
+            pass
+        return buf.getvalue()
+
+    with _quiet_nncf(progress=False):
+        assert drawn() == ""
+    assert "Statistics collection" in drawn()  # restored on exit
+    with _quiet_nncf(progress=True):
+        assert "Statistics collection" in drawn()
+    with pytest.raises(ConfigError, match="progress must be True or False"):
+        from edge_mlla.quantize import quantize
+
+        quantize("x.xml", progress="no")
