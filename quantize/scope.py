@@ -10,6 +10,9 @@ each rule group collects node names:
     the detection head's box decoding: walking back from the model outputs through every op that is not
     a weighted Conv/MatMul (Concat, Reshape, Split/Slice, Transpose, the DFL Softmax and its fixed Conv,
     Sigmoid, the anchor/stride arithmetic). The last weighted convs of the head stay quantized.
+``head_conv``
+    those last weighted convs of the head (the 1x1 convs that write box and class logits): where the walk of
+    ``head`` stops. Not in the default (see ``DEFAULT_GROUPS``).
 ``kv_matmul``
     MatMuls whose two inputs are both activations (attention products: ``kv = v k^T`` and ``kv q``),
     except those in the ``z`` group.
@@ -43,7 +46,7 @@ from edge_mlla.graph import WEIGHTED, Graph, Node, read_graph  # noqa: F401  (re
 
 LOGGER = logging.getLogger("edge_mlla")
 
-GROUPS = ("head", "kv_matmul", "z", "rope", "residual")
+GROUPS = ("head", "head_conv", "kv_matmul", "z", "rope", "residual")
 #: the default: the head's box decoding (for YOLO26's NMS-free head this includes its TopK / GatherElements /
 #: FloorMod class-index arithmetic), the MLLA ``z`` normaliser (a reciprocal: it stays float32
 #: when the rest runs in INT8) and the two activation x activation MatMuls of linear attention. The accuracy ablation
@@ -80,6 +83,21 @@ def head_decode(g: Graph) -> set[str]:
                 continue
         out.add(name)
         todo.extend(n.act_inputs())
+    return out
+
+
+def head_convs(g: Graph) -> set[str]:
+    """The head's last weighted layers: where :func:`head_decode` stops (through an IR's split-off bias Add)."""
+    decode, out = head_decode(g), set()
+    for name in decode:
+        for p in g.nodes[name].act_inputs():
+            n = g.nodes.get(p)
+            if n is None or p in decode:
+                continue
+            if _is_bias_add(g, n):  # an IR's split-off bias: the conv behind it is the layer
+                n = g.nodes[n.act_inputs()[0]]
+            if _is_weighted(n):
+                out.add(n.name)
     return out
 
 
@@ -200,7 +218,7 @@ def residual_adds(g: Graph) -> set[str]:
     return out
 
 
-_RULES = {"head": head_decode, "kv_matmul": kv_matmuls, "z": z_normaliser, "rope": rope_muls,
+_RULES = {"head": head_decode, "head_conv": head_convs, "kv_matmul": kv_matmuls, "z": z_normaliser, "rope": rope_muls,
           "residual": residual_adds}  # fmt: skip
 
 

@@ -4,6 +4,7 @@ and every bad input the issue lists. Models are the session-cached 320x320 expor
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -187,12 +188,19 @@ def test_scope_is_structural_and_matches_across_runtimes(fp_onnx, fp_xml):
     for grp in GROUPS:
         assert go[grp], f"group {grp} found nothing"
         assert len(go[grp]) == len(gv[grp]), f"{grp}: ONNX and OpenVINO graphs disagree"
-        if grp != "head":  # OpenVINO renames the output node after its tensor ("output0"); the rest keep ONNX names
+        # OpenVINO renames the output node after its tensor ("output0") and a biased conv "<name>/WithoutBiases"
+        # (its bias Add takes the ONNX name); the rest keep ONNX names
+        if grp == "head_conv":
+            assert {n.removesuffix("/WithoutBiases") for n in gv[grp]} == go[grp]
+        elif grp != "head":
             assert go[grp] == gv[grp], f"{grp}: ONNX and OpenVINO graphs disagree"
     g = read_graph(fp_onnx)
     types = {grp: sorted({g.nodes[n].type for n in names}) for grp, names in go.items()}
     assert {"Softmax", "Sigmoid"} <= set(types["head"])
     assert sum(g.nodes[n].type == "Conv" for n in go["head"]) == 1  # only the fixed DFL conv
+    # the convs that write the box and class logits: Ultralytics names them cv2.<level>.2 and cv3.<level>.2
+    assert types["head_conv"] == ["Conv"] and len(go["head_conv"]) == 6
+    assert all(re.search(r"/cv[23]\.[012]/cv[23]\.[012]\.2/Conv$", n) for n in go["head_conv"]), go["head_conv"]
     assert types["kv_matmul"] == ["MatMul"] and "Reciprocal" in types["z"]
     n_rope = sum(g.nodes[n].type == "Mul" for n in go["rope"])  # by the cos and sin tables (q and k, or joint)
     assert n_rope >= 2 and n_rope % 2 == 0
