@@ -972,40 +972,26 @@ class RemoteDetector:
 
 
 # ============================================================================== many cameras
-_LIVE_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+def open_capture(source: Any, open_timeout: float | None = 10.0, read_timeout: float | None = 5.0) -> tuple[Any, bool, str]:
+    """Open a camera index, video file, image folder or stream URL; returns ``(capture, live, label)``.
 
-
-def open_capture(source: Any) -> tuple[Any, bool, str]:
-    """Open a camera index, video file or stream URL with OpenCV; returns ``(capture, live, label)``.
-
-    Cameras and URLs are live (latest-frame policy); files are read frame by frame. An object with
-    ``read()``/``release()`` is used as is (live unless it has ``live = False``).
+    The same rule as the stream runner's (:func:`edge_mlla.stream.open_source`: open and read timeouts, so a
+    dead RTSP camera cannot hang a client; URL passwords masked in ``label``). Cameras and URLs are live
+    (latest-frame policy); files and folders are read frame by frame. An object with ``read()``/``release()``
+    is used as is (live unless it has ``live = False``).
 
     Example:
         >>> open_capture("missing.mp4")
         Traceback (most recent call last):
         ...
-        edge_mlla.errors.MissingFileError: video source not found: missing.mp4 (expected a camera index, a video file or a stream URL)
+        edge_mlla.errors.MissingFileError: video source not found: missing.mp4 (expected a camera index, a video file, an image folder or an rtsp/http URL)
     """
+    from edge_mlla.stream import open_source, source_name
+
     if hasattr(source, "read") and hasattr(source, "release"):
         return source, bool(getattr(source, "live", True)), getattr(source, "label", type(source).__name__)
-    if isinstance(source, bool) or not isinstance(source, (int, str, os.PathLike)):
-        raise InputTypeError(f"source must be a camera index, a video path or a URL, got {type(source).__name__}")
-    if isinstance(source, str) and source.strip().isdigit():
-        source = int(source)
-    if isinstance(source, int):
-        cap, live, label = cv2.VideoCapture(source), True, f"camera {source}"
-    elif str(source).lower().startswith(_LIVE_PREFIXES):
-        cap, live, label = cv2.VideoCapture(str(source)), True, str(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise MissingFileError(f"video source not found: {path} (expected a camera index, a video file or a stream URL)")
-        cap, live, label = cv2.VideoCapture(str(path)), False, str(path)
-    if not cap.isOpened():
-        cap.release()
-        raise MissingFileError(f"could not open video source {label} (no such camera, unreachable URL, or unsupported codec)")
-    return cap, live, label
+    cap, live = open_source(source, open_timeout=open_timeout, read_timeout=read_timeout)
+    return cap, live, source_name(source)
 
 
 @dataclass

@@ -103,6 +103,29 @@ def test_unreachable_cluster_fails_fast():
         _probe_cluster("not-an-address")
 
 
+def test_stream_clients_open_sources_by_the_runner_rule(tmp_path, val_images):
+    """serve-streams opens sources with stream.open_source's rule: folders too, files not live, the same typed
+    errors, and no password in a label that reaches logs and reports."""
+    from edge_mlla.errors import InputTypeError, MissingFileError, SourceError
+    from edge_mlla.serve import open_capture
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for p in val_images[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    cap, live, label = open_capture(folder)
+    frames = [cap.read() for _ in range(3)]
+    cap.release()
+    assert not live and label == str(folder) and [ok for ok, _ in frames] == [True, True, False]
+    with pytest.raises(MissingFileError, match="video source not found"):
+        open_capture(tmp_path / "missing.mp4")
+    with pytest.raises(InputTypeError):
+        open_capture(3.5)
+    with pytest.raises(SourceError) as e:  # nothing listens on this port: refused at once, within the open timeout
+        open_capture(f"rtsp://admin:secret@127.0.0.1:{_free_port()}/live", open_timeout=2)
+    assert "secret" not in str(e.value)
+
+
 def test_cli_port_in_use_is_a_clear_error(exported):
     """A fresh process, as a user runs it: the port check happens before Ray starts."""
     model = exported("onnx", imgsz=IMGSZ)
