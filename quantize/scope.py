@@ -13,6 +13,10 @@ each rule group collects node names:
 ``head_conv``
     those last weighted convs of the head (the 1x1 convs that write box and class logits): where the walk of
     ``head`` stops. Not in the default (see ``DEFAULT_GROUPS``).
+``box``
+    the head's box-regression branches: every weighted layer from the neck's outputs to the box logits (the
+    ``head_conv`` convs whose output never reaches the class Sigmoid, and the layers before each that only
+    that branch reads, up to the feature map the class branch also reads). Not in the default.
 ``kv_matmul``
     MatMuls whose two inputs are both activations (attention products: ``kv = v k^T`` and ``kv q``),
     except those in the ``z`` group.
@@ -46,7 +50,7 @@ from edge_mlla.graph import WEIGHTED, Graph, Node, read_graph  # noqa: F401  (re
 
 LOGGER = logging.getLogger("edge_mlla")
 
-GROUPS = ("head", "head_conv", "kv_matmul", "z", "rope", "residual")
+GROUPS = ("head", "head_conv", "box", "kv_matmul", "z", "rope", "residual")
 #: the default: the head's box decoding (for YOLO26's NMS-free head this includes its TopK / GatherElements /
 #: FloorMod class-index arithmetic), the MLLA ``z`` normaliser (a reciprocal: it stays float32
 #: when the rest runs in INT8) and the two activation x activation MatMuls of linear attention. The accuracy ablation
@@ -98,6 +102,29 @@ def head_convs(g: Graph) -> set[str]:
                 n = g.nodes[n.act_inputs()[0]]
             if _is_weighted(n):
                 out.add(n.name)
+    return out
+
+
+def box_branch(g: Graph) -> set[str]:
+    """Weighted layers of the head's box-regression branches: from each box-logit conv (a :func:`head_convs` conv
+    whose output never reaches a Sigmoid) back through every node whose consumers are all in the branch (a SiLU
+    written as ``x * sigmoid(x)`` included), so the feature map the class branch also reads ends it."""
+    out: set[str] = set()
+    for conv in head_convs(g):
+        if any(g.nodes[d].type == "Sigmoid" for d in g.descendants(conv)):
+            continue  # the class branch
+        branch, grew = {conv}, True
+        while grew:
+            grew = False
+            for name in list(branch):
+                for p in g.nodes[name].act_inputs():
+                    n = g.nodes.get(p)
+                    if n is None or p in branch or n.type == "Input":
+                        continue
+                    if all(c in branch for c in g.consumers.get(p, [])):
+                        branch.add(p)
+                        grew = True
+        out |= {n for n in branch if _is_weighted(g.nodes[n])}
     return out
 
 
@@ -218,7 +245,7 @@ def residual_adds(g: Graph) -> set[str]:
     return out
 
 
-_RULES = {"head": head_decode, "head_conv": head_convs, "kv_matmul": kv_matmuls, "z": z_normaliser, "rope": rope_muls,
+_RULES = {"head": head_decode, "head_conv": head_convs, "box": box_branch, "kv_matmul": kv_matmuls, "z": z_normaliser, "rope": rope_muls,
           "residual": residual_adds}  # fmt: skip
 
 

@@ -190,7 +190,7 @@ def test_scope_is_structural_and_matches_across_runtimes(fp_onnx, fp_xml):
         assert len(go[grp]) == len(gv[grp]), f"{grp}: ONNX and OpenVINO graphs disagree"
         # OpenVINO renames the output node after its tensor ("output0") and a biased conv "<name>/WithoutBiases"
         # (its bias Add takes the ONNX name); the rest keep ONNX names
-        if grp == "head_conv":
+        if grp in ("head_conv", "box"):
             assert {n.removesuffix("/WithoutBiases") for n in gv[grp]} == go[grp]
         elif grp != "head":
             assert go[grp] == gv[grp], f"{grp}: ONNX and OpenVINO graphs disagree"
@@ -201,6 +201,9 @@ def test_scope_is_structural_and_matches_across_runtimes(fp_onnx, fp_xml):
     # the convs that write the box and class logits: Ultralytics names them cv2.<level>.2 and cv3.<level>.2
     assert types["head_conv"] == ["Conv"] and len(go["head_conv"]) == 6
     assert all(re.search(r"/cv[23]\.[012]/cv[23]\.[012]\.2/Conv$", n) for n in go["head_conv"]), go["head_conv"]
+    # the box branch: cv2.<level>.0, .1 (Conv+BN+SiLU, the SiLU as x * sigmoid(x)) and .2, nothing of cv3 or the neck
+    assert sorted(re.sub(r"^/model\.\d+/", "", n) for n in go["box"]) == sorted(
+        f"cv2.{lv}/cv2.{lv}.{k}/{'conv/' if k < 2 else ''}Conv" for lv in range(3) for k in range(3))
     assert types["kv_matmul"] == ["MatMul"] and "Reciprocal" in types["z"]
     n_rope = sum(g.nodes[n].type == "Mul" for n in go["rope"])  # by the cos and sin tables (q and k, or joint)
     assert n_rope >= 2 and n_rope % 2 == 0

@@ -50,6 +50,7 @@ def test_end_to_end_export_and_parity_with_ultralytics(y26_pt, tmp_path, val_ima
     from edge_mlla import Detector
     from edge_mlla.export import export
     from edge_mlla.modelfile import inspect_model
+    from edge_mlla.quantize.scope import ScopePolicy, read_graph
 
     onnx_path = export(y26_pt, format="onnx", imgsz=320, output=tmp_path, end2end=True)
     xml = export(y26_pt, format="openvino", imgsz=320, output=tmp_path, end2end=True)
@@ -57,6 +58,9 @@ def test_end_to_end_export_and_parity_with_ultralytics(y26_pt, tmp_path, val_ima
     for f in (onnx_path, xml):
         mf = inspect_model(f)
         assert mf.metadata["end2end"] == "True" and mf.info.names == {0: "RBC", 1: "WBC", 2: "Platelets"}
+        # the quantize scope finds the NMS-free branch's box convs (3 per level) by structure, in both formats
+        box = ScopePolicy(("box",)).select(read_graph(f))
+        assert len(box) == 9 and all("/one2one_cv2." in n for n in box), sorted(box)
     ultra = YOLO(str(onnx_path), task="detect")
     for backend, f, prec in (("onnxruntime", onnx_path, None), ("openvino", xml, "f32")):
         det = Detector(f, backend=backend, precision=prec, conf=0.001)
