@@ -48,7 +48,7 @@ import numpy as np
 from edge_mlla.errors import ConfigError, QuantizationError
 from edge_mlla.quantize._model import atomic_write, file_size
 from edge_mlla.quantize.calibration import CalibrationSet, load_calibration
-from edge_mlla.quantize.measure import measure_latency, measure_throughput, runtime_options
+from edge_mlla.quantize.measure import measure_interleaved, measure_latency, measure_throughput, runtime_options
 from edge_mlla.quantize.plan import BACKENDS, DEFAULT_BUDGET, Candidate, QuantizePlan, make_plan, sample_batch
 from edge_mlla.quantize.report import ModelStats, QuantizeReport
 from edge_mlla.quantize.scope import DEFAULT_GROUPS, GROUPS, ScopePolicy
@@ -160,18 +160,24 @@ class Measured:
     drop: float | None = None
 
 
-def _measure(plan: QuantizePlan, path: Path, stats: ModelStats, x: np.ndarray) -> None:
-    threads = plan.options.get("threads")
-    runs = plan.options.get("latency_runs", 30)
+def _score(plan: QuantizePlan, path: Path, stats: ModelStats) -> None:
     if plan.val is not None:
         from edge_mlla.eval import evaluate
 
         r = evaluate(path, data=plan.val, split=plan.val_split, backend=plan.backend, limit=plan.val_limit,
-                     progress=False, **runtime_options(plan.backend, threads))  # fmt: skip
+                     progress=False, **runtime_options(plan.backend, plan.options.get("threads")))  # fmt: skip
         stats.map50_95, stats.map50 = r["mAP50-95"], r["mAP50"]
-    if runs:
-        stats.latency_ms = measure_latency(path, plan.backend, x, runs, threads)
-        stats.fps = measure_throughput(path, plan.backend, x, seconds=3.0 if runs >= 10 else 0.5, threads=threads)
+
+
+def _time(plan: QuantizePlan, entries: list[tuple[Path, ModelStats]], x: np.ndarray) -> None:
+    """Latency and throughput of the float model and every candidate, in interleaved rounds (one comparison)."""
+    runs = plan.options.get("latency_runs", 30)
+    if not runs:
+        return
+    timed = measure_interleaved([p for p, _ in entries], plan.backend, x, runs=runs,
+                                seconds=3.0 if runs >= 10 else 0.5, threads=plan.options.get("threads"))  # fmt: skip
+    for (_, stats), (ms, fps) in zip(entries, timed):
+        stats.latency_ms, stats.fps = ms, fps
 
 
 def _native_float(plan: QuantizePlan) -> str:
@@ -189,7 +195,7 @@ def run_plan(plan: QuantizePlan) -> tuple[ModelStats, list[Measured]]:
     x = sample_batch(plan)
     native = _native_float(plan)
     float_stats = ModelStats(size_mb=file_size(plan.src.path) / 1e6, precision=native)
-    _measure(plan, plan.src.path, float_stats, x)
+    _score(plan, plan.src.path, float_stats)
     tmp = Path(tempfile.mkdtemp(prefix=".edge_mlla_int8_", dir=plan.output.parent))
     results: list[Measured] = []
     try:
@@ -199,10 +205,11 @@ def run_plan(plan: QuantizePlan) -> tuple[ModelStats, list[Measured]]:
             LOGGER.info("INT8 candidate %d/%d: %s", i + 1, len(plan.candidates), cand.label)
             details = _quantize_one(plan, cand, target)
             m = Measured(cand, target, details, ModelStats(size_mb=file_size(target) / 1e6, precision="int8"))
-            _measure(plan, target, m.stats, x)
+            _score(plan, target, m.stats)
             if m.stats.map50_95 is not None and float_stats.map50_95 is not None:
                 m.drop = float_stats.map50_95 - m.stats.map50_95
             results.append(m)
+        _time(plan, [(plan.src.path, float_stats)] + [(m.path, m.stats) for m in results], x)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

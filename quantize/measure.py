@@ -31,6 +31,32 @@ def _open(model: str | os.PathLike, backend: str, threads: int | None, precision
     return get_backend(backend)(Path(model), precision=precision, **opts, **kw)
 
 
+def _latency_ms(be: Any, x: np.ndarray, runs: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        be.infer(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        be.infer(x)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000.0
+
+
+def _throughput(be: Any, x: np.ndarray, seconds: float) -> float:
+    inflight = be.optimal_requests
+    for _ in range(2 * inflight):
+        be.infer(x)
+    done = 0
+    pending: list[Future] = []
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds or pending:
+        while len(pending) < inflight and time.perf_counter() - t0 < seconds:
+            pending.append(be.submit(x))
+        pending.pop(0).result()
+        done += 1
+    return done * x.shape[0] / (time.perf_counter() - t0)
+
+
 def measure_latency(
     model: str | os.PathLike,
     backend: str,
@@ -51,16 +77,9 @@ def measure_latency(
     """
     be = _open(model, backend, threads, precision)
     try:
-        for _ in range(warmup):
-            be.infer(x)
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            be.infer(x)
-            times.append(time.perf_counter() - t)
+        return _latency_ms(be, x, runs, warmup)
     finally:
         be.close()
-    return statistics.median(times) * 1000.0
 
 
 def measure_throughput(
@@ -73,21 +92,42 @@ def measure_throughput(
 ) -> float:
     """Images per second with the backend's optimal number of requests in flight (OpenVINO ``throughput`` hint);
     ONNX Runtime runs one request at a time over all its threads, so there it is 1 / latency."""
-    kw = {"hint": "throughput"} if backend == "openvino" else {}
-    be = _open(model, backend, threads, precision, **kw)
+    be = _open(model, backend, threads, precision, **({"hint": "throughput"} if backend == "openvino" else {}))
     try:
-        inflight = be.optimal_requests
-        for _ in range(2 * inflight):
-            be.infer(x)
-        done = 0
-        pending: list[Future] = []
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds or pending:
-            while len(pending) < inflight and time.perf_counter() - t0 < seconds:
-                pending.append(be.submit(x))
-            pending.pop(0).result()
-            done += 1
-        elapsed = time.perf_counter() - t0
+        return _throughput(be, x, seconds)
     finally:
         be.close()
-    return done * x.shape[0] / elapsed
+
+
+def measure_interleaved(
+    models: list[str | os.PathLike],
+    backend: str,
+    x: np.ndarray,
+    runs: int = 30,
+    seconds: float = 3.0,
+    rounds: int = 3,
+    threads: int | None = None,
+) -> list[tuple[float, float]]:
+    """``(latency ms, images/s)`` of each model, measured in ``rounds`` interleaved rounds (model 1, 2, ..., then
+    again) of ``runs / rounds`` timed runs and ``seconds / rounds`` of throughput each; medians over the rounds.
+
+    Models are compared against each other from one run: interleaving spreads whatever else the machine does
+    (another process, clock changes) over all of them instead of charging it to whichever was timed then.
+    """
+    rounds = max(1, min(rounds, runs))
+    opened: list[tuple[Any, Any]] = []
+    try:
+        for m in models:
+            opened.append((_open(m, backend, threads, None),
+                           _open(m, backend, threads, None, **({"hint": "throughput"} if backend == "openvino" else {}))))  # fmt: skip
+        lat: list[list[float]] = [[] for _ in models]
+        fps: list[list[float]] = [[] for _ in models]
+        for r in range(rounds):
+            for i, (be_lat, be_thr) in enumerate(opened):
+                lat[i].append(_latency_ms(be_lat, x, max(1, runs // rounds), warmup=5 if r == 0 else 1))
+                fps[i].append(_throughput(be_thr, x, seconds / rounds))
+    finally:
+        for pair in opened:
+            for be in pair:
+                be.close()
+    return [(statistics.median(a), statistics.median(b)) for a, b in zip(lat, fps)]

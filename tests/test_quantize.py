@@ -500,3 +500,24 @@ def test_no_progress_hides_nncf_bars():
         from edge_mlla.quantize import quantize
 
         quantize("x.xml", progress="no")
+
+
+def test_candidates_are_timed_in_interleaved_rounds(fp_onnx, monkeypatch):
+    """Timing is a comparison between models: round 1 times every model, then round 2, ... (the real backend
+    underneath, spied on), so a burst of other load lands on all of them instead of on one."""
+    import edge_mlla.quantize.measure as measure
+
+    order: list[str] = []
+    real = measure._latency_ms
+
+    def spy(be, x, runs, warmup=5):
+        order.append(Path(be.path).name if hasattr(be, "path") else str(id(be)))
+        return real(be, x, runs, warmup)
+
+    monkeypatch.setattr(measure, "_latency_ms", spy)
+    a = fp_onnx.parent / "a.onnx"
+    shutil.copy(fp_onnx, a)
+    x = np.random.default_rng(0).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)
+    timed = measure.measure_interleaved([fp_onnx, a], "onnxruntime", x, runs=6, seconds=0.3, rounds=3)
+    assert len(timed) == 2 and all(ms > 0 and fps > 0 for ms, fps in timed)
+    assert len(order) == 6 and order[0::2] == [order[0]] * 3 and order[1::2] == [order[1]] * 3 and order[0] != order[1]
