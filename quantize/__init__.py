@@ -113,7 +113,8 @@ def quantize(
         latency_runs: timed runs per model (0: no timing, and ``auto`` falls back to ``mixed``); batch 1, median.
         threads: inference threads for timing and validation (runtime default if None).
         report_dir: where ``<output stem>_report.json`` / ``.png`` go (default: beside the output).
-        progress: NNCF's progress bars (statistics collection, bias correction); ``False`` hides them.
+        progress: progress bars (checking calibration images; NNCF's statistics collection and bias
+            correction); ``False`` hides them.
 
     Returns:
         :class:`QuantizeReport` (``.table()``, ``.map_drop``, ``.candidates``, ``.recommendation``, ``.json_path``).

@@ -118,7 +118,8 @@ def _warn_few(found: int, subset_size: int, what: str) -> None:
     warnings.warn(msg, CalibrationWarning, stacklevel=3)  # once: the CLI routes warnings through logging
 
 
-def _from_files(files: list[Path], subset_size: int, what: str) -> tuple[list[Path], list[tuple[str, str]]]:
+def _from_files(files: list[Path], subset_size: int, what: str,
+                progress: bool = True) -> tuple[list[Path], list[tuple[str, str]]]:  # fmt: skip
     """Check files in an evenly spread order until ``subset_size`` decode; corrupt ones are skipped and counted."""
     from edge_mlla.ops import as_bgr
 
@@ -132,7 +133,8 @@ def _from_files(files: list[Path], subset_size: int, what: str) -> tuple[list[Pa
     except ImportError:  # pragma: no cover - tqdm comes with the quant extra
         def tqdm(x, **_):  # type: ignore[no-redef]
             return x
-    for i in tqdm(order + rest, desc="calibration: checking images", disable=len(files) < 50, leave=False):
+    for i in tqdm(order + rest, desc="calibration: checking images", disable=not progress or len(files) < 50,
+                  leave=False):  # fmt: skip
         if len(good) >= subset_size:
             break
         try:
@@ -221,6 +223,7 @@ def load_calibration(
     stride: int = 32,
     batch: int = 1,
     every: int | None = None,
+    progress: bool = True,
 ) -> CalibrationSet:
     """Build a :class:`CalibrationSet` from an image folder, a video, a data.yaml / bundled name, or arrays.
 
@@ -231,6 +234,7 @@ def load_calibration(
         stride: model stride (letterbox rounding, as in Detector).
         batch: model batch size; each yielded array holds ``batch`` images (the last padded grey).
         every: for videos, take every ``every``-th frame (default: spread ``subset_size`` frames evenly).
+        progress: a progress bar while files are checked (50 or more files).
 
     Raises:
         MissingFileError (no such path), DatasetError (empty folder, no images, nothing decodable, unreadable
@@ -266,7 +270,7 @@ def load_calibration(
         if not source:
             raise DatasetError("calibration got an empty list; expected image paths or BGR uint8 arrays")
         files = [Path(p) for p in source]
-        good, skipped = _from_files(files, subset_size, f"list of {len(files)} files")
+        good, skipped = _from_files(files, subset_size, f"list of {len(files)} files", progress)
         return CalibrationSet(kind="files", source=f"{len(files)} files", items=good, skipped=skipped, **base)
     if not isinstance(source, (str, os.PathLike)):
         raise InputTypeError(
@@ -280,12 +284,12 @@ def load_calibration(
     if str(source) in BUNDLED or path.suffix.lower() in (".yaml", ".yml"):
         d = validate_dataset(source, splits=("train",), check_labels=False)  # calibration needs images only
         train = d["train"]
-        good, skipped = _from_files(split_images(d, "train"), subset_size, f"{d['yaml']} (train: {train})")
+        good, skipped = _from_files(split_images(d, "train"), subset_size, f"{d['yaml']} (train: {train})", progress)
         return CalibrationSet(kind="data.yaml", source=str(d["yaml"]), items=good, skipped=skipped, **base)
     if not path.exists():
         raise MissingFileError(f"calibration source not found: {path} (expected an image folder, video, or data.yaml)")
     if path.is_dir():
-        good, skipped = _from_files(_folder_images(path), subset_size, f"folder {path}")
+        good, skipped = _from_files(_folder_images(path), subset_size, f"folder {path}", progress)
         return CalibrationSet(kind="folder", source=str(path), items=good, skipped=skipped, **base)
     if path.suffix.lower() in VIDEO_SUFFIXES:
         idx, k = _video_items(path, subset_size, every)

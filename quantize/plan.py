@@ -151,7 +151,8 @@ def make_plan(
     if any(s % info.stride for s in hw):
         raise ShapeError(f"imgsz {hw} must be a multiple of the model stride {info.stride}")
     out = resolve_output(output, src.path, backend)
-    cal = load_calibration(calib, hw, subset_size, stride=info.stride, batch=src.batch, every=every)
+    cal = load_calibration(calib, hw, subset_size, stride=info.stride, batch=src.batch, every=every,
+                           progress=options.get("progress", True))  # fmt: skip
     if isinstance(calib, CalibrationSet) and (cal.imgsz != hw or cal.batch != src.batch):
         raise ShapeError(f"calibration set is for imgsz {cal.imgsz}, batch {cal.batch}; the model needs {hw}, batch {src.batch}")
     cands = _candidates(backend, preset, policy, val is not None)

@@ -502,6 +502,17 @@ def test_no_progress_hides_nncf_bars():
         quantize("x.xml", progress="no")
 
 
+def test_no_progress_hides_the_calibration_check_bar(capsys):
+    """205 BCCD train images to check: a tqdm bar on stderr, none with progress=False (same images chosen)."""
+    from edge_mlla.quantize import load_calibration
+
+    shown = load_calibration("bccd", imgsz=160, subset_size=60)
+    bar = capsys.readouterr().err
+    hidden = load_calibration("bccd", imgsz=160, subset_size=60, progress=False)
+    assert "calibration: checking images" in bar and capsys.readouterr().err == ""
+    assert shown.summary() == hidden.summary() and len(hidden) == 60
+
+
 def test_candidates_are_timed_in_interleaved_rounds(fp_onnx, monkeypatch):
     """Timing is a comparison between models: round 1 times every model, then round 2, ... (the real backend
     underneath, spied on), so a burst of other load lands on all of them instead of on one."""
