@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: --calib's own dataset when it is one")
     p.add_argument("--val-split", default="val", help="split of --val to score")
     p.add_argument("--scope", default=None,
-                   help="groups kept in float, comma-separated (e.g. 'head,z'; 'all' or 'none'); default: head,kv_matmul,z")
+                   help="groups kept in float, comma-separated (e.g. 'head,z'; 'all' or 'none'); "
+                        "default: head,kv_matmul,z (+box for heads without DFL, YOLO26)")
     p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax",
                    help="ONNX Runtime calibration method")
     p.add_argument("--bias-correction", choices=["full", "fast", "none"], default="full",

@@ -101,8 +101,9 @@ def quantize(
             (``best_int8.onnx``, ``best_int8_openvino_model/best_int8.xml``).
         imgsz: input size; must equal the model's static input size (required for dynamic-size models
             without imgsz metadata).
-        scope: ignored-scope groups kept in float (``"head,kv_matmul,z"`` default, ``"all"``, ``"none"``,
-            or a list from :data:`GROUPS`; see :mod:`edge_mlla.quantize.scope`); given, ``auto`` varies the preset only.
+        scope: ignored-scope groups kept in float (``"all"``, ``"none"``, or a list from :data:`GROUPS`; see
+            :mod:`edge_mlla.quantize.scope`); default ``"head,kv_matmul,z"``, plus ``box`` for a head without DFL
+            (YOLO26); given, ``auto`` varies the preset only.
         budget: largest mAP50-95 drop ``auto`` accepts (absolute; default 0.005 = 0.5 points).
         method: ONNX Runtime calibration method: ``minmax``, ``entropy`` or ``percentile``.
         activations: ONNX Runtime activation type: ``uint8`` (U8S8), ``int8`` (S8S8) or ``auto`` (uint8 on x86).

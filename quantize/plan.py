@@ -19,7 +19,7 @@ from edge_mlla.modelfile import ModelFile, ModelInfo
 from edge_mlla.quantize._model import resolve_output, resolve_source
 from edge_mlla.quantize.openvino_int8 import BIAS_CORRECTION
 from edge_mlla.quantize.calibration import CalibrationSet, load_calibration
-from edge_mlla.quantize.scope import DEFAULT_GROUPS, ScopePolicy
+from edge_mlla.quantize.scope import DEFAULT_GROUPS, ScopePolicy, default_groups, read_graph
 
 BACKENDS = ("openvino", "onnxruntime")
 PRESETS = ("auto", "mixed", "performance")
@@ -67,10 +67,13 @@ def _hw(imgsz: Any) -> tuple[int, int] | None:
     return None if imgsz is None else parse_imgsz(imgsz)
 
 
-def _candidates(backend: str, preset: str, policy: ScopePolicy | None, has_val: bool) -> list[Candidate]:
+def _candidates(backend: str, preset: str, policy: ScopePolicy | None, has_val: bool,
+                default: ScopePolicy) -> list[Candidate]:  # fmt: skip
     """What to try. ``auto`` on OpenVINO: PERFORMANCE (fastest, symmetric activations) and MIXED with the default
-    scope, and MIXED with every MLLA group in float as the accurate fallback, when there is data to score them."""
-    scope = policy or ScopePolicy(DEFAULT_GROUPS)
+    scope (``default``: this graph's, see :func:`~edge_mlla.quantize.scope.default_groups`), and, when there is
+    data to score them, MIXED with every MLLA group in float as the accurate fallback and, where the default
+    added the box branch (heads without DFL), MIXED without it as the faster option."""
+    scope = policy or default
     if backend == "onnxruntime":
         return [Candidate("-", scope)]
     if preset != "auto":
@@ -79,7 +82,9 @@ def _candidates(backend: str, preset: str, policy: ScopePolicy | None, has_val: 
         return [Candidate("performance", scope), Candidate("mixed", scope)]
     out = [Candidate("performance", scope), Candidate("mixed", scope)]
     if has_val:
-        out.append(Candidate("mixed", ScopePolicy(("head", "kv_matmul", "z", "rope", "residual"))))
+        if scope.groups != DEFAULT_GROUPS:
+            out.append(Candidate("mixed", ScopePolicy(DEFAULT_GROUPS)))
+        out.append(Candidate("mixed", ScopePolicy(tuple(dict.fromkeys(scope.groups + ("rope", "residual"))))))
     return out
 
 
@@ -111,7 +116,7 @@ def make_plan(
     bias = options.get("bias_correction", "full")
     if bias not in BIAS_CORRECTION:
         raise ConfigError(f"bias_correction must be one of {BIAS_CORRECTION}, got {bias!r}")
-    policy = None if scope is None else ScopePolicy.parse(scope)
+    policy = None if scope is None or (isinstance(scope, str) and scope == "default") else ScopePolicy.parse(scope)
     src = resolve_source(model)
     if src.quantized:
         raise ModelFileError(f"{src.path.name} is already quantized (INT8 ops or precision 'int8' in its metadata); "
@@ -155,9 +160,10 @@ def make_plan(
                            progress=options.get("progress", True))  # fmt: skip
     if isinstance(calib, CalibrationSet) and (cal.imgsz != hw or cal.batch != src.batch):
         raise ShapeError(f"calibration set is for imgsz {cal.imgsz}, batch {cal.batch}; the model needs {hw}, batch {src.batch}")
-    cands = _candidates(backend, preset, policy, val is not None)
+    default = ScopePolicy(default_groups(read_graph(src.path)))
+    cands = _candidates(backend, preset, policy, val is not None, default)
     if latency_runs == 0 and len(cands) > 1:  # nothing to compare speed with: the accurate preset
-        cands = [Candidate("mixed", policy or ScopePolicy(DEFAULT_GROUPS))]
+        cands = [Candidate("mixed", policy or default)]
     return QuantizePlan(src=src, backend=backend, hw=tuple(hw), output=out, calib=cal, candidates=cands, val=val,
                         val_split=val_split, val_limit=val_limit, budget=float(budget), max_drop=max_drop,
                         auto=len(cands) > 1, options={**options, "latency_runs": latency_runs})  # fmt: skip

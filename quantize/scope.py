@@ -16,7 +16,8 @@ each rule group collects node names:
 ``box``
     the head's box-regression branches: every weighted layer from the neck's outputs to the box logits (the
     ``head_conv`` convs whose output never reaches the class Sigmoid, and the layers before each that only
-    that branch reads, up to the feature map the class branch also reads). Not in the default.
+    that branch reads, up to the feature map the class branch also reads). In the default for heads without DFL
+    (:func:`default_groups`).
 ``kv_matmul``
     MatMuls whose two inputs are both activations (attention products: ``kv = v k^T`` and ``kv q``),
     except those in the ``z`` group.
@@ -59,6 +60,12 @@ GROUPS = ("head", "head_conv", "box", "kv_matmul", "z", "rope", "residual")
 #: with a generic jit_gemm_i8 kernel (376 us for ``kv @ q`` at 640, AVX2 EPYC, per-layer counters) where the float
 #: one is a brgemm (79 us), so keeping it float made the whole INT8 model 0.8% faster. RoPE and residual Adds: INT8.
 DEFAULT_GROUPS = ("head", "kv_matmul", "z")
+#: added to the default for a head without DFL (YOLO26): its box branch regresses distances directly, so INT8 noise
+#: there moves boxes, where a DFL head averages 16 bins. Trained YOLO26n-MLLA, BCCD val, 416, AVX2 EPYC
+#: (benchmarks/results/yolo26_int8.md): the NMS-free head's drop 0.88 -> 0.50 points (NNCF accuracy control reverted
+#: a box conv first and reached the same score), the NMS head's 0.22 -> -0.13, for 5% latency; on the DFL head of
+#: YOLO11n-MLLA it bought 0.1 point for 19% latency, so not there.
+DFL_FREE_EXTRA = ("box",)
 
 # -------------------------------------------------------------------------------------------------- rules
 def _is_bias_add(g: Graph, n: Node) -> bool:
@@ -126,6 +133,16 @@ def box_branch(g: Graph) -> set[str]:
                         grew = True
         out |= {n for n in branch if _is_weighted(g.nodes[n])}
     return out
+
+
+def has_dfl(g: Graph) -> bool:
+    """Whether the head decodes boxes with DFL (a Softmax in its decoding): YOLO11 yes, YOLO26 no."""
+    return any(g.nodes[n].type == "Softmax" for n in head_decode(g))
+
+
+def default_groups(g: Graph) -> tuple[str, ...]:
+    """The default float scope for this graph: ``DEFAULT_GROUPS``, plus ``box`` for a head without DFL."""
+    return DEFAULT_GROUPS if has_dfl(g) else DEFAULT_GROUPS + DFL_FREE_EXTRA
 
 
 def _act_matmuls(g: Graph) -> list[Node]:

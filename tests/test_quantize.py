@@ -532,3 +532,18 @@ def test_candidates_are_timed_in_interleaved_rounds(fp_onnx, monkeypatch):
     timed = measure.measure_interleaved([fp_onnx, a], "onnxruntime", x, runs=6, seconds=0.3, rounds=3)
     assert len(timed) == 2 and all(ms > 0 and fps > 0 for ms, fps in timed)
     assert len(order) == 6 and order[0::2] == [order[0]] * 3 and order[1::2] == [order[1]] * 3 and order[0] != order[1]
+
+
+def test_auto_candidates_follow_the_graph_default():
+    """A DFL head: PERFORMANCE, MIXED, MIXED + rope,residual. A DFL-free head (default + box) also gets MIXED
+    without box, so auto can keep the faster one when it is within the budget."""
+    from edge_mlla.quantize.plan import _candidates
+    from edge_mlla.quantize.scope import DEFAULT_GROUPS, ScopePolicy
+
+    dfl = [c.label for c in _candidates("openvino", "auto", None, True, ScopePolicy(DEFAULT_GROUPS))]
+    assert dfl == ["performance, float: head,kv_matmul,z", "mixed, float: head,kv_matmul,z",
+                   "mixed, float: head,kv_matmul,z,rope,residual"]  # fmt: skip
+    free = [c.label for c in _candidates("openvino", "auto", None, True, ScopePolicy(DEFAULT_GROUPS + ("box",)))]
+    assert free == ["performance, float: head,kv_matmul,z,box", "mixed, float: head,kv_matmul,z,box",
+                    "mixed, float: head,kv_matmul,z", "mixed, float: head,kv_matmul,z,box,rope,residual"]  # fmt: skip
+    assert len(_candidates("openvino", "auto", None, False, ScopePolicy(DEFAULT_GROUPS + ("box",)))) == 2  # no val

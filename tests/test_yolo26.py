@@ -109,3 +109,24 @@ def test_end2end_only_where_the_head_has_it(trained_pt, tmp_path):
 
     with pytest.raises(ConfigError, match="no one-to-one"):
         export(trained_pt, format="onnx", imgsz=320, output=tmp_path, end2end=True)
+
+
+def test_int8_default_keeps_the_box_branch_float_without_dfl(y26_pt, tmp_path, val_images):
+    """YOLO26's head has no DFL: the default INT8 scope adds its box branch (derived from the graph), and in the
+    INT8 IR OpenVINO reads those convs' inputs unquantized while the class branch's are quantized."""
+    from edge_mlla.export import export
+    from edge_mlla.quantize import quantize
+    from edge_mlla.quantize.scope import default_groups, has_dfl, read_graph
+
+    xml = export(y26_pt, format="openvino", imgsz=320, output=tmp_path / "fp")
+    assert not has_dfl(read_graph(xml)) and default_groups(read_graph(xml))[-1] == "box"
+    r = quantize(xml, calib=[str(p) for p in val_images[:4]], subset_size=4, preset="mixed", val=None,
+                 latency_runs=0, bias_correction="none", output=tmp_path / "q", progress=False)  # fmt: skip
+    assert r.details["ignored_scope"] == ["head", "kv_matmul", "z", "box"] and r.float_ops["box"] == {"Conv": 9}
+    g = read_graph(r.output)
+    fq_fed = lambda n: any(g.nodes[p].type == "FakeQuantize" for p in g.nodes[n].act_inputs())  # noqa: E731
+    convs = [n for n in g.nodes if g.nodes[n].type == "Conv" and "/model.23/" in n]
+    box = [n for n in convs if "/cv2." in n]
+    cls = [n for n in convs if "/cv3." in n and n.endswith(".2/Conv/WithoutBiases")]
+    assert len(box) == 9 and len(cls) == 3
+    assert not any(fq_fed(n) for n in box) and all(fq_fed(n) for n in cls)
