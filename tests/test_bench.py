@@ -54,7 +54,7 @@ def result(onnx64, int8_onnx, tmp_path_factory) -> tuple[BenchResult, Path]:
 
     calls: list[tuple[str, tuple[int, int], int]] = []
 
-    def fake_quantize(src, backend, hw, out, calib):
+    def fake_quantize(src, backend, hw, out, calib, progress=False):
         calls.append((backend, hw, len(calib)))
         if backend == "openvino":
             raise QuantizationError("NNCF stubbed out in this test")
