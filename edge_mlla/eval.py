@@ -2,11 +2,12 @@
 
 The metric is Ultralytics' (``DetectionValidator`` + ``ap_per_class``, v8.4): the validator's preprocessing
 (:func:`edge_mlla.ops.val_letterbox`: long side resized with ``ceil``, then letterboxed without enlarging), its
-decode (every class above ``conf=0.001`` per box, boxes not clipped), NMS ``iou=0.7``, up to 300 per image; each prediction matched greedily, in descending confidence, to the
+decode (every class above ``conf=0.001`` per box, boxes not clipped), NMS ``iou=0.7``, up to 300 per image; matching in
+model-input pixels, labels scaled by ``LetterBox``'s unrounded ratio (:func:`edge_mlla.ops.val_label_gain`); each prediction matched greedily, in descending confidence, to the
 best still-unmatched ground-truth box of its class at each IoU threshold 0.50:0.05:0.95; per-class AP from
 the monotone precision envelope with 101-point interpolation; mAP is the mean over classes that have labels.
 So ``evaluate(onnx)`` agrees with ``YOLO(onnx).val(data=..., batch=1)`` for any aspect ratio and any (also
-rectangular) model input size (tested within 0.002).
+rectangular) model input size (tested within 1e-4).
 
 :func:`score_model` is the one scoring path: :func:`evaluate` runs it on a model file's backend, and INT8
 accuracy control (:mod:`edge_mlla.quantize`) on NNCF's candidate models, so both report the same mAP.
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from edge_mlla.errors import ConfigError, DatasetError
-from edge_mlla.ops import box_iou, postprocess, preprocess, read_image
+from edge_mlla.ops import box_iou, postprocess, preprocess, read_image, val_label_gain
 
 LOGGER = logging.getLogger("edge_mlla")
 
@@ -232,7 +233,13 @@ def score_model(
         out = out[0] if isinstance(out, (list, tuple)) else out
         d = postprocess(np.asarray(out), metas, conf=conf, iou=iou, max_det=max_det, nc=nc, multi_label=True,
                         clip=False)[0]  # fmt: skip
-        acc.update(d.xyxy, d.confidence, d.class_id, s.boxes, s.classes)
+        # matched in model-input pixels, as the validator does: predictions back through the image's own gain,
+        # labels through LetterBox's unrounded one (they differ, and differently in x and y, on non-4:3 images)
+        m = metas[0]
+        (gy, gx), (ly, lx), (px, py) = m.gain, val_label_gain(m.orig_shape, m.input_shape), m.pad
+        pred = np.asarray(d.xyxy, np.float64) * [gx, gy, gx, gy] + [px, py, px, py]
+        gt = np.asarray(s.boxes, np.float64).reshape(-1, 4) * [lx, ly, lx, ly] + [px, py, px, py]
+        acc.update(pred, d.confidence, d.class_id, gt, s.classes)
     return acc.compute(names)
 
 

@@ -284,6 +284,13 @@ def letterbox(
     return image, meta
 
 
+def _val_resized_hw(h0: int, w0: int, nh: int, nw: int) -> tuple[int, int]:
+    """``BaseDataset.load_image``'s first resize: long side to ``max(nh, nw)``, each side rounded up."""
+    m = max(nh, nw)
+    r = m / max(h0, w0)
+    return (h0, w0) if r == 1 else (min(math.ceil(h0 * r), m), min(math.ceil(w0 * r), m))
+
+
 def val_letterbox(image: np.ndarray, new_shape: int | Sequence[int] = 640) -> tuple[np.ndarray, LetterboxMeta]:
     """Ultralytics' *validator* preprocessing (``BaseDataset.load_image`` + ``LetterBox(scaleup=False)``): resize the
     long side to ``max(new_shape)`` with each side rounded **up** (``ceil``), then letterbox into ``new_shape``
@@ -298,16 +305,28 @@ def val_letterbox(image: np.ndarray, new_shape: int | Sequence[int] = 640) -> tu
     """
     h0, w0 = image.shape[:2]
     nh, nw = parse_imgsz(new_shape, what="new_shape")
-    m = max(nh, nw)
-    r = m / max(h0, w0)
-    im = image
-    if r != 1:
-        w1, h1 = min(math.ceil(w0 * r), m), min(math.ceil(h0 * r), m)
-        im = cv2.resize(image, (w1, h1), interpolation=cv2.INTER_LINEAR)
-    h1, w1 = im.shape[:2]
+    h1, w1 = _val_resized_hw(h0, w0, nh, nw)
+    im = image if (h1, w1) == (h0, w0) else cv2.resize(image, (w1, h1), interpolation=cv2.INTER_LINEAR)
     out, meta = letterbox(im, (nh, nw), scaleup=False)
     uh, uw = meta.gain[0] * h1, meta.gain[1] * w1  # unpadded size after both resizes
     return out, LetterboxMeta((h0, w0), meta.input_shape, (round(uh) / h0, round(uw) / w0), meta.pad)
+
+
+def val_label_gain(orig_shape: tuple[int, int], new_shape: int | Sequence[int]) -> tuple[float, float]:
+    """(y, x) scale the validator applies to an image's *labels* (original pixels -> model input, before the pad):
+    ``LetterBox`` scales them by its unrounded ratio, ``h1 * r / h0``, while the pixels were resized to
+    ``round(h1 * r)``. The two differ by under a pixel, and on non-4:3 images they differ between x and y, which
+    moves IoUs: the validator matches in model-input pixels, with these label boxes.
+
+    Example:
+        >>> [round(g, 5) for g in val_label_gain((375, 1242), (192, 640))]  # the pixels: 0.512, 0.50966
+        [0.512, 0.50999]
+    """
+    h0, w0 = orig_shape
+    nh, nw = parse_imgsz(new_shape, what="new_shape")
+    h1, w1 = _val_resized_hw(h0, w0, nh, nw)
+    r = min(nh / h1, nw / w1, 1.0)
+    return h1 * r / h0, w1 * r / w0
 
 
 def preprocess(

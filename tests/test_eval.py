@@ -134,7 +134,9 @@ def _wide_dataset(root, n: int = 12, size=(1242, 375)):
 @pytest.mark.parametrize("hw", [(640, 640), (192, 640)])
 def test_agrees_with_ultralytics_val_on_wide_images_and_rectangular_models(exported, tmp_path, hw):
     """1242x375 images (the validator resizes them to 640x194, prediction would make 640x193) and a 192x640 model
-    (the validator resizes the long side to 640, then letterboxes without enlarging): equal within 0.002."""
+    (the validator resizes the long side to 640, then letterboxes without enlarging): equal within 1e-4 (the same
+    ONNX Runtime outputs either way; before matching moved to model-input pixels with LetterBox's unrounded label
+    scale, the bundled seed-1 model differed by 0.0027 on the 192x640 input)."""
     from edge_mlla._env import setup_offline
 
     setup_offline()
@@ -151,5 +153,5 @@ def test_agrees_with_ultralytics_val_on_wide_images_and_rectangular_models(expor
     m = YOLO(str(onnx_path), task="detect").val(data=str(data), imgsz=list(hw), batch=1, plots=False, device="cpu",
                                                  verbose=False, save_json=False)  # fmt: skip
     assert ours["mAP50"] > 0.3, "the model must detect well for the comparison to mean something"
-    assert abs(ours["mAP50-95"] - m.box.map) <= 0.002, (ours["mAP50-95"], m.box.map)
-    assert abs(ours["mAP50"] - m.box.map50) <= 0.002, (ours["mAP50"], m.box.map50)
+    assert abs(ours["mAP50-95"] - m.box.map) <= 1e-4, (ours["mAP50-95"], m.box.map)
+    assert abs(ours["mAP50"] - m.box.map50) <= 1e-4, (ours["mAP50"], m.box.map50)
