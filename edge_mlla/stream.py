@@ -316,9 +316,11 @@ def open_source(
     """Open a camera index, a video file, a stream URL or an image folder; returns ``(capture, is_live)``.
 
     A capture object (anything with ``read`` and ``release``) is passed through and counts as live; a
-    callable is called and its result used. Opening a URL or a camera waits at most ``open_timeout``
-    seconds and a read at most ``read_timeout`` (OpenCV's ``CAP_PROP_OPEN_TIMEOUT_MSEC`` /
-    ``CAP_PROP_READ_TIMEOUT_MSEC``, honoured by its FFMPEG backend for URLs).
+    callable is called and its result used. Opening a URL waits at most ``open_timeout`` seconds and a read
+    at most ``read_timeout`` (OpenCV's ``CAP_PROP_OPEN_TIMEOUT_MSEC`` / ``CAP_PROP_READ_TIMEOUT_MSEC``, which
+    its FFMPEG backend honours). Cameras open without them: OpenCV's camera backends (V4L2, DirectShow,
+    MSMF) reject properties they do not support, and a rejected open parameter fails the whole open; a
+    camera that stops delivering is the runner's watchdog's job.
 
     Raises ``MissingFileError`` (no such file or folder), ``SourceError`` (a camera, URL or file that does
     not open), ``InputTypeError`` (not a source).
@@ -346,7 +348,7 @@ def open_source(
         source = int(source)
     params = _capture_params(open_timeout, read_timeout)
     if isinstance(source, int):
-        cap = cv2.VideoCapture(source, cv2.CAP_ANY, params)
+        cap = cv2.VideoCapture(source)  # no timeout params: camera backends fail the open on unsupported ones
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"camera {source} could not be opened (no such device, or busy); cameras here: {_cameras()}")
@@ -368,7 +370,7 @@ def open_source(
         raise MissingFileError(
             f"video source not found: {path} (expected a camera index, a video file, an image folder or an rtsp/http URL)"
         )
-    cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, params)
+    cap = cv2.VideoCapture(str(path))  # a local file: nothing to time out, and no backend may reject the params
     if not cap.isOpened():
         cap.release()
         raise SourceError(f"{path} could not be opened as a video (not a video, or a codec this OpenCV build lacks)")

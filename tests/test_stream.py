@@ -244,6 +244,36 @@ def test_image_folder_source(tmp_path, slow, val_images):
         ImageFolderSource(tmp_path / "empty")
 
 
+def test_timeouts_go_to_stream_urls_only(monkeypatch):
+    """OpenCV's camera backends (V4L2, DirectShow) fail an open whose parameters they do not support, so the
+    open/read timeouts go to URLs (FFMPEG) only; cameras and files open with OpenCV's defaults. There is no camera
+    here: this records what reaches cv2.VideoCapture."""
+    import cv2
+
+    import edge_mlla.stream as stream
+
+    calls: list[tuple] = []
+
+    class Recorder:
+        def __init__(self, *args):
+            calls.append(args)
+
+        def isOpened(self):  # noqa: N802  (OpenCV's name)
+            return False
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(stream.cv2, "VideoCapture", Recorder)
+    with pytest.raises(SourceError):
+        open_source(3)
+    with pytest.raises(SourceError):
+        open_source("rtsp://127.0.0.1:9/live", open_timeout=2, read_timeout=1)
+    assert calls[0] == (3,)
+    assert calls[1] == ("rtsp://127.0.0.1:9/live", cv2.CAP_FFMPEG,
+                        [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 2000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 1000])  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------------ bad sources
 @pytest.mark.timeout(60)
 def test_bad_sources_are_typed_errors_without_hanging(tmp_path, slow):
