@@ -187,12 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-split", default="val", help="split of --val to score")
     p.add_argument("--scope", default=None,
                    help="groups kept in float, comma-separated (e.g. 'head,z'; 'all' or 'none'); "
-                        "default: head,kv_matmul,z (+box for heads without DFL, YOLO26)")
+                        "default: head,kv_matmul,z (+box for heads without DFL, YOLO26, on openvino)")
     p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax",
                    help="ONNX Runtime calibration method")
     p.add_argument("--bias-correction", choices=["full", "fast", "none"], default="full",
                    help="OpenVINO/NNCF bias correction (full: most accurate; none: quickest)")
-    p.add_argument("--no-progress", action="store_true", help="hide NNCF's progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (calibration check, NNCF)")
     p.add_argument("--every", type=int, default=None, help="video calibration: take every k-th frame")
     p.add_argument("--threads", type=int, default=None, help="threads for the latency measurement")
     _add_imgsz(p, None, "input size (must equal a static model's); N, HxW, H,W or 'H W'")
@@ -306,8 +306,8 @@ def _add_scale_out_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iou", type=float, default=0.45)
     p.set_defaults(fn=_cmd_serve)
 
-    p = sub.add_parser("serve-streams", help="send K video sources (files, cameras, URLs) to a served model; FPS per source")
-    p.add_argument("sources", nargs="+", help="video files, camera indexes (0, 1) or stream URLs (rtsp://...)")
+    p = sub.add_parser("serve-streams", help="send K video sources (files, folders, cameras, URLs) to a served model; FPS per source")
+    p.add_argument("sources", nargs="+", help="video files, image folders, camera indexes (0, 1) or stream URLs (rtsp://...)")
     p.add_argument("--url", default=None, help="HTTP endpoint of a running `edge-mlla serve` (http://HOST:8000/)")
     p.add_argument("--address", default=None, help="Ray cluster address: reach the app through its handle")
     p.add_argument("--model", default=None, help="start a local server for this model first, stop it at the end")

@@ -1191,7 +1191,7 @@ def serve_streams(
         >>> print(rep.table())                                                                          # doctest: +SKIP
     """
     if isinstance(sources, (str, int, os.PathLike)) or not sources:
-        raise InputTypeError("sources must be a non-empty list of camera indexes, video paths or URLs")
+        raise InputTypeError("sources must be a non-empty list of camera indexes, video paths, image folders or URLs")
     if encoding not in ("jpeg", "png"):
         raise ConfigError(f"encoding must be 'jpeg' or 'png', got {encoding!r}")
     if max_frames is not None:

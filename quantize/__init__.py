@@ -56,7 +56,7 @@ from edge_mlla.quantize.scope import DEFAULT_GROUPS, GROUPS, ScopePolicy
 LOGGER = logging.getLogger("edge_mlla")
 
 __all__ = ["quantize", "QuantizeReport", "ModelStats", "ScopePolicy", "load_calibration", "CalibrationSet",
-           "BACKENDS", "GROUPS", "DEFAULT_GROUPS", "DEFAULT_BUDGET", "measure_latency", "measure_throughput",
+           "BACKENDS", "GROUPS", "DEFAULT_GROUPS", "DEFAULT_BUDGET", "measure_latency", "measure_throughput", "measure_interleaved",
            "make_plan", "run_plan", "choose"]  # fmt: skip
 
 
@@ -103,7 +103,7 @@ def quantize(
             without imgsz metadata).
         scope: ignored-scope groups kept in float (``"all"``, ``"none"``, or a list from :data:`GROUPS`; see
             :mod:`edge_mlla.quantize.scope`); default ``"head,kv_matmul,z"``, plus ``box`` for a head without DFL
-            (YOLO26); given, ``auto`` varies the preset only.
+            (YOLO26) on OpenVINO; given, ``auto`` varies the preset only.
         budget: largest mAP50-95 drop ``auto`` accepts (absolute; default 0.005 = 0.5 points).
         method: ONNX Runtime calibration method: ``minmax``, ``entropy`` or ``percentile``.
         activations: ONNX Runtime activation type: ``uint8`` (U8S8), ``int8`` (S8S8) or ``auto`` (uint8 on x86).
@@ -340,13 +340,24 @@ class _QuietFilter(logging.Filter):
 class _quiet_nncf:
     """NNCF logs every skipped quantizer at INFO and ORT one line per weight channel; keep both quiet unless
     edge_mlla is at DEBUG. ``progress=False`` also hides NNCF's rich progress bars: NNCF has no switch for them,
-    so every ``track`` built inside the block is built with ``disable=True`` (restored on exit)."""
+    so every ``track`` built inside the block is built with ``disable=True`` (restored on exit). That patch is
+    process-wide: two quantizations in parallel threads would share it (quantize() is not meant to run so)."""
 
     def __init__(self, progress: bool = True) -> None:
         self._progress = progress
         self._track = self._init = None
 
     def __enter__(self) -> None:
+        try:  # importing NNCF sets its logger to INFO: import first, then quiet it
+            import nncf  # noqa: F401
+        except ImportError:  # ONNX Runtime quantization without NNCF installed
+            pass
+        self._lg = logging.getLogger("nncf")
+        self._old = self._lg.level
+        self._filter = _QuietFilter()
+        if not LOGGER.isEnabledFor(logging.DEBUG):
+            self._lg.setLevel(logging.WARNING)
+            logging.getLogger().addFilter(self._filter)
         if not self._progress:
             try:
                 from nncf.common.logging.track_progress import track
@@ -360,16 +371,6 @@ class _quiet_nncf:
                     init(obj, *args, **kwargs)
 
                 self._track, track.__init__ = track, quiet_init
-        try:  # importing NNCF sets its logger to INFO: import first, then quiet it
-            import nncf  # noqa: F401
-        except ImportError:  # ONNX Runtime quantization without NNCF installed
-            pass
-        self._lg = logging.getLogger("nncf")
-        self._old = self._lg.level
-        self._filter = _QuietFilter()
-        if not LOGGER.isEnabledFor(logging.DEBUG):
-            self._lg.setLevel(logging.WARNING)
-            logging.getLogger().addFilter(self._filter)
 
     def __exit__(self, *exc: object) -> None:
         self._lg.setLevel(self._old)

@@ -112,22 +112,24 @@ def measure_interleaved(
     again) of ``runs / rounds`` timed runs and ``seconds / rounds`` of throughput each; medians over the rounds.
 
     Models are compared against each other from one run: interleaving spreads whatever else the machine does
-    (another process, clock changes) over all of them instead of charging it to whichever was timed then.
+    (another process, clock changes) over all of them instead of charging it to whichever was timed then. All
+    models stay compiled meanwhile (two each: latency and throughput settings), so compile time stays out of
+    the rounds; for large models on a small device that is the memory of 2 x len(models) compiled models.
     """
     rounds = max(1, min(rounds, runs))
-    opened: list[tuple[Any, Any]] = []
+    thr_kw = {"hint": "throughput"} if backend == "openvino" else {}
+    opened: list[Any] = []  # [latency backend, throughput backend] per model, all compiled before any timing
     try:
         for m in models:
-            opened.append((_open(m, backend, threads, None),
-                           _open(m, backend, threads, None, **({"hint": "throughput"} if backend == "openvino" else {}))))  # fmt: skip
+            opened.append(_open(m, backend, threads, None))
+            opened.append(_open(m, backend, threads, None, **thr_kw))
         lat: list[list[float]] = [[] for _ in models]
         fps: list[list[float]] = [[] for _ in models]
         for r in range(rounds):
-            for i, (be_lat, be_thr) in enumerate(opened):
-                lat[i].append(_latency_ms(be_lat, x, max(1, runs // rounds), warmup=5 if r == 0 else 1))
-                fps[i].append(_throughput(be_thr, x, seconds / rounds))
+            for i in range(len(models)):
+                lat[i].append(_latency_ms(opened[2 * i], x, max(1, runs // rounds), warmup=5 if r == 0 else 1))
+                fps[i].append(_throughput(opened[2 * i + 1], x, seconds / rounds))
     finally:
-        for pair in opened:
-            for be in pair:
-                be.close()
+        for be in opened:
+            be.close()
     return [(statistics.median(a), statistics.median(b)) for a, b in zip(lat, fps)]

@@ -160,7 +160,7 @@ def make_plan(
                            progress=options.get("progress", True))  # fmt: skip
     if isinstance(calib, CalibrationSet) and (cal.imgsz != hw or cal.batch != src.batch):
         raise ShapeError(f"calibration set is for imgsz {cal.imgsz}, batch {cal.batch}; the model needs {hw}, batch {src.batch}")
-    default = ScopePolicy(default_groups(read_graph(src.path)))
+    default = ScopePolicy(default_groups(read_graph(src.path), backend))
     cands = _candidates(backend, preset, policy, val is not None, default)
     if latency_runs == 0 and len(cands) > 1:  # nothing to compare speed with: the accurate preset
         cands = [Candidate("mixed", policy or default)]

@@ -140,9 +140,12 @@ def has_dfl(g: Graph) -> bool:
     return any(g.nodes[n].type == "Softmax" for n in head_decode(g))
 
 
-def default_groups(g: Graph) -> tuple[str, ...]:
-    """The default float scope for this graph: ``DEFAULT_GROUPS``, plus ``box`` for a head without DFL."""
-    return DEFAULT_GROUPS if has_dfl(g) else DEFAULT_GROUPS + DFL_FREE_EXTRA
+def default_groups(g: Graph, backend: str = "openvino") -> tuple[str, ...]:
+    """The default float scope for this graph: ``DEFAULT_GROUPS``, plus ``box`` for a head without DFL where a box
+    branch is found, on OpenVINO (the only backend it was measured on; ONNX Runtime keeps ``DEFAULT_GROUPS``)."""
+    if backend != "openvino" or has_dfl(g) or not box_branch(g):
+        return DEFAULT_GROUPS
+    return DEFAULT_GROUPS + DFL_FREE_EXTRA
 
 
 def _act_matmuls(g: Graph) -> list[Node]:
@@ -286,7 +289,9 @@ class ScopePolicy:
 
     @classmethod
     def parse(cls, spec: str | Iterable[str] | ScopePolicy | None) -> ScopePolicy:
-        """From ``"head,z"``, ``"all"``, ``"none"``, ``"default"``, a list of groups, a policy, or None (default)."""
+        """From ``"head,z"``, ``"all"`` (every group, ``head_conv`` and ``box`` included), ``"none"``, ``"default"``,
+        a list of groups, a policy, or None. ``"default"``/None give ``DEFAULT_GROUPS`` here; ``quantize()`` resolves
+        them per graph instead (:func:`default_groups`: ``box`` added for a head without DFL)."""
         if isinstance(spec, ScopePolicy):
             return spec
         if spec is None or spec == "default":

@@ -513,7 +513,7 @@ def test_no_progress_hides_the_calibration_check_bar(capsys):
     assert shown.summary() == hidden.summary() and len(hidden) == 60
 
 
-def test_candidates_are_timed_in_interleaved_rounds(fp_onnx, monkeypatch):
+def test_candidates_are_timed_in_interleaved_rounds(fp_onnx, monkeypatch, tmp_path):
     """Timing is a comparison between models: round 1 times every model, then round 2, ... (the real backend
     underneath, spied on), so a burst of other load lands on all of them instead of on one."""
     import edge_mlla.quantize.measure as measure
@@ -526,7 +526,7 @@ def test_candidates_are_timed_in_interleaved_rounds(fp_onnx, monkeypatch):
         return real(be, x, runs, warmup)
 
     monkeypatch.setattr(measure, "_latency_ms", spy)
-    a = fp_onnx.parent / "a.onnx"
+    a = tmp_path / "a.onnx"
     shutil.copy(fp_onnx, a)
     x = np.random.default_rng(0).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)
     timed = measure.measure_interleaved([fp_onnx, a], "onnxruntime", x, runs=6, seconds=0.3, rounds=3)
