@@ -1,7 +1,13 @@
 """CUDA backend: onnxruntime-gpu with the CUDA execution provider, and TensorRT's when present.
 
 Provider choice is made and validated in one function, :func:`select_providers`, whose errors list
-what is installed. There is no silent fallback: ONNX Runtime drops a GPU provider that fails to
+what is installed. "TensorRT installed" means its runtime libraries load (:func:`tensorrt_missing`), not that
+ONNX Runtime lists the TensorRT provider: every onnxruntime-gpu wheel lists it, with or without TensorRT, and a
+session asked for it without the libraries fails. CUDA and cuDNN from NVIDIA's pip packages (``nvidia-*``, as
+torch installs them) are loaded with ``onnxruntime.preload_dlls`` before the first session, ONNX Runtime's way
+to find them when torch has not loaded them already and they are not on ``LD_LIBRARY_PATH``.
+
+There is no silent fallback: ONNX Runtime drops a GPU provider that fails to
 initialise and carries on on the CPU (https://github.com/microsoft/onnxruntime/issues/23372), so
 after creating the session we check the providers it really uses and raise if they are not the ones
 asked for.
@@ -19,21 +25,75 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from edge_mlla.errors import BackendUnavailableError, ConfigError
-from edge_mlla.modelfile import normalize_precision
 from edge_mlla.runtimes.base import register
 from edge_mlla.runtimes.onnxruntime import _import_ort, _OrtSession, session_options
 
+from edge_mlla.errors import BackendUnavailableError, ConfigError
+from edge_mlla.modelfile import normalize_precision
+
 CUDA_EP = "CUDAExecutionProvider"
 TRT_EP = "TensorrtExecutionProvider"
+# the libraries the TensorRT provider links: TensorRT 10, TensorRT 8, TensorRT 10 on Windows
+_TRT_LIBS = (
+    ("libnvinfer.so.10", "libnvinfer_plugin.so.10", "libnvonnxparser.so.10"),
+    ("libnvinfer.so.8", "libnvinfer_plugin.so.8", "libnvonnxparser.so.8"),
+    ("nvinfer_10.dll", "nvinfer_plugin_10.dll", "nvonnxparser_10.dll"),
+)
+_preloaded = False
+
+
+def tensorrt_missing() -> str | None:
+    """``None`` when TensorRT's runtime libraries load, else why not.
+
+    Looked up on the system search path and in the ``tensorrt_libs`` folder that ``pip install tensorrt``
+    creates (loaded globally there, so ONNX Runtime's TensorRT provider finds them by name).
+
+    Example:
+        >>> from edge_mlla.runtimes.cuda import tensorrt_missing
+        >>> tensorrt_missing()  # doctest: +SKIP
+        "TensorRT's libraries (libnvinfer.so.10, ...) do not load: pip install tensorrt, or add TensorRT's lib folder to LD_LIBRARY_PATH"
+    """
+    folders = [""]
+    with contextlib.suppress(Exception):
+        import tensorrt_libs  # type: ignore[import-not-found]  # pip's TensorRT
+
+        folders.insert(0, os.path.dirname(tensorrt_libs.__file__))
+    for folder in folders:
+        for names in _TRT_LIBS:
+            try:
+                for name in names:
+                    ctypes.CDLL(os.path.join(folder, name) if folder else name, mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                continue
+            return None
+    return (
+        f"TensorRT's libraries ({', '.join(_TRT_LIBS[0])}) do not load: pip install tensorrt, or add TensorRT's lib "
+        "folder to LD_LIBRARY_PATH"
+    )
+
+
+def _preload_cuda_libraries(ort: Any) -> None:
+    """Load CUDA/cuDNN from NVIDIA's pip packages once (``onnxruntime.preload_dlls``, onnxruntime-gpu >= 1.21).
+
+    Its messages are printed, not raised, so they are kept off stdout; a library it cannot load shows up as
+    the provider failing to start, which :class:`CudaBackend` reports.
+    """
+    global _preloaded
+    if _preloaded or not hasattr(ort, "preload_dlls"):
+        return
+    _preloaded = True
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+        ort.preload_dlls()
 
 
 def parse_device(device: str | int | None) -> int:
@@ -52,8 +112,7 @@ def parse_device(device: str | int | None) -> int:
         if text in ("cuda", "gpu"):
             return 0
         for prefix in ("cuda:", "gpu:"):
-            if text.startswith(prefix):
-                text = text[len(prefix):]
+            text = text.removeprefix(prefix)
         try:
             idx = int(text)
         except ValueError:
@@ -193,7 +252,15 @@ class CudaBackend(_OrtSession):
             raise BackendUnavailableError(f"onnxruntime-gpu is not installed ({e}); pip install onnxruntime-gpu") from e
         self._device_id = parse_device(device)
         fprec = _peek_file_precision(path)
-        providers = select_providers(ort.get_available_providers(), self._device_id, precision, fprec, tensorrt, engine_cache)
+        have = list(ort.get_available_providers())
+        if TRT_EP in have and tensorrt is not False:
+            missing = tensorrt_missing()
+            if missing and tensorrt:
+                raise BackendUnavailableError(f"tensorrt=True but {missing}")
+            if missing:  # listed by every onnxruntime-gpu wheel; without the libraries it cannot start
+                have.remove(TRT_EP)
+        providers = select_providers(have, self._device_id, precision, fprec, tensorrt, engine_cache)
+        _preload_cuda_libraries(ort)
         if providers[0][0] == TRT_EP:
             Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         self._open(path, providers, session_options(ort, threads, None, graph_optimization), workers)

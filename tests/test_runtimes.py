@@ -243,6 +243,23 @@ def test_cuda_backend_refuses_cpu_fallback(exported, monkeypatch):
             CudaBackend(onnx)
 
 
+@pytest.mark.skipif(HAS_CUDA, reason="checks the CPU-only build")
+def test_cuda_backend_skips_a_listed_tensorrt_without_its_libraries(exported, monkeypatch):
+    """Every onnxruntime-gpu wheel lists the TensorRT provider, with or without TensorRT. Without its libraries
+    (none here) the default asks for the CUDA provider alone, and tensorrt=True names the missing libraries."""
+    import onnxruntime as ort
+
+    from edge_mlla.runtimes.cuda import CudaBackend, tensorrt_missing
+
+    assert "libnvinfer" in tensorrt_missing()
+    onnx = exported("onnx")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [TRT_EP, CUDA_EP, CPU_EP])
+    with pytest.warns(UserWarning), pytest.raises(BackendUnavailableError, match=f"did not start {CUDA_EP} \\("):
+        CudaBackend(onnx)  # TensorRT was not asked for, so it is not the one named
+    with pytest.raises(BackendUnavailableError, match="tensorrt=True but TensorRT's libraries .*libnvinfer"):
+        CudaBackend(onnx, tensorrt=True)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not HAS_CUDA, reason=available()["cuda"].reason or "no CUDA")
 def test_cuda_backend_on_gpu(exported, batch):
