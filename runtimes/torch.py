@@ -39,8 +39,8 @@ def _deploy_model(path: Path) -> Any:
 
 @register
 class TorchBackend(Backend):
-    """PyTorch eager. ``device``: ``cpu`` (default) or ``cuda[:N]``; ``precision``: f32 (default) or f16
-    (CUDA only)."""
+    """PyTorch eager. ``device``: None (default: ``cuda`` when torch sees a GPU, as Ultralytics' predict, else
+    ``cpu``), ``cpu`` or ``cuda[:N]``; ``precision``: f32 (default) or f16 (CUDA only)."""
 
     name = "torch"
     suffixes = (".pt",)
@@ -66,7 +66,7 @@ class TorchBackend(Backend):
         path = Path(path)
         if not path.is_file():
             raise MissingFileError(f"model file not found: {path}")
-        dev = str(device or "cpu").lower()
+        dev = str(device or ("cuda" if torch.cuda.is_available() else "cpu")).lower()
         if dev != "cpu" and not dev.startswith("cuda"):
             raise ConfigError(f"torch device {device!r} is not 'cpu', 'cuda' or 'cuda:N'")
         if dev.startswith("cuda") and not torch.cuda.is_available():

@@ -82,9 +82,9 @@ def test_fp16_export_on_the_cuda_provider(exported, cpu_ref, images):
 @torch_cuda
 @pytest.mark.parametrize("precision", ["f32", "f16"])
 def test_torch_backend_on_cuda_matches_cpu(trained_pt, images, precision):
-    cpu = Detector(trained_pt, backend="torch", imgsz=320, conf=CONF, iou=IOU)
-    gpu = Detector(trained_pt, backend="torch", device="cuda", precision=precision, imgsz=320, conf=CONF, iou=IOU)
-    assert gpu.precision == precision
+    cpu = Detector(trained_pt, backend="torch", device="cpu", imgsz=320, conf=CONF, iou=IOU)
+    gpu = Detector(trained_pt, backend="torch", precision=precision, imgsz=320, conf=CONF, iou=IOU)  # GPU by default
+    assert gpu.precision == precision and gpu.backend.device == "cuda" and cpu.backend.device == "cpu"
     tol = {"f32": (1.0, 1e-2), "f16": (2.0, 2e-2)}[precision]
     for img in images:
         match(gpu(img), cpu(img), *tol)

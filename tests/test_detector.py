@@ -84,7 +84,7 @@ def ul_exports(trained_pt, tmp_path_factory):
 def test_backends_agree_on_real_images(ov_det, ort_det, trained_pt, images):
     """openvino (f32 hint), onnxruntime and torch: boxes within 1 px, same classes, scores within 1e-3."""
     assert ov_det.backend.name == "openvino" and ov_det.precision == "f32"
-    torch_det = Detector(trained_pt, backend="torch", imgsz=320, conf=CONF, iou=IOU)
+    torch_det = Detector(trained_pt, backend="torch", device="cpu", imgsz=320, conf=CONF, iou=IOU)
     assert torch_det.names == ov_det.names == ort_det.names and "RBC" in ov_det.names.values()
     total = 0
     for img in images:

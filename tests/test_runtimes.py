@@ -14,6 +14,12 @@ CPU_EP = "CPUExecutionProvider"
 HAS_CUDA = available()["cuda"].available
 
 
+def _torch_sees_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 @pytest.fixture(scope="module")
 def batch(val_images):
     import cv2
@@ -179,8 +185,8 @@ def test_torch_backend_matches_export(trained_pt, exported, batch):
     from edge_mlla.runtimes.onnxruntime import OnnxRuntimeBackend
     from edge_mlla.runtimes.torch import TorchBackend
 
-    be = TorchBackend(trained_pt)
-    assert be.reparameterized and be.precision == "f32" and be.device == "cpu"
+    be = TorchBackend(trained_pt)  # device None: cuda when torch sees a GPU (tests/test_cuda.py), else cpu
+    assert be.reparameterized and be.precision == "f32" and be.device == ("cuda" if _torch_sees_gpu() else "cpu")
     assert "RBC" in be.metadata["names"]
     out = be.infer(batch)[0]
     ref = OnnxRuntimeBackend(exported("onnx")).infer(batch)[0]
@@ -188,7 +194,7 @@ def test_torch_backend_matches_export(trained_pt, exported, batch):
     np.testing.assert_allclose(out[:, 4:], ref[:, 4:], atol=1e-4)  # class scores
     np.testing.assert_allclose(out[:, :4], ref[:, :4], atol=0.05)  # boxes, input pixels
     with pytest.raises(ConfigError, match="f16"):
-        TorchBackend(trained_pt, precision="f16")  # fp16 is CUDA-only
+        TorchBackend(trained_pt, device="cpu", precision="f16")  # fp16 is CUDA-only
 
 
 # ------------------------------------------------------------------------------------------ cuda (CPU-checkable)
