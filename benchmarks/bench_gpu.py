@@ -54,14 +54,9 @@ def machine() -> dict:
 
 
 def timed(fn, runs: int, warmup: int) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    ms = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ms.append((time.perf_counter() - t) * 1e3)
-    ms.sort()
+    from edge_mlla.runtimes.base import call_times_ms
+
+    ms = sorted(call_times_ms(fn, runs, warmup))
     return statistics.median(ms), ms[int(0.9 * (len(ms) - 1))]
 
 

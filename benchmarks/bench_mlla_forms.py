@@ -163,14 +163,9 @@ def _randomize_bn(model: nn.Module) -> nn.Module:
 
 # ----------------------------------------------------------------------------------------------- timing
 def _median_ms(fn, warmup: int, reps: int) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts)
+    from edge_mlla.runtimes.base import call_times_ms
+
+    return statistics.median(call_times_ms(fn, reps, warmup))
 
 
 def torch_runner(model: nn.Module, x: torch.Tensor):

@@ -724,6 +724,7 @@ def measure_peak(backend: str, precision: str, runs: int = 10, warmup: int = 3, 
         61.2
     """
     from edge_mlla.runtimes import get_backend
+    from edge_mlla.runtimes.base import call_times_ms
 
     flop = 2.0 * channels * channels * 9 * side * side
     int8 = precision == "int8"
@@ -736,13 +737,7 @@ def measure_peak(backend: str, precision: str, runs: int = 10, warmup: int = 3, 
             if int8 and getattr(be, "int8", True) is False:
                 raise ConfigError(f"{backend} did not run the QDQ convolution in INT8")
             x = np.random.default_rng(0).random((1, channels, side, side), dtype=np.float32)
-            for _ in range(warmup):
-                be.infer(x)
-            times = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                be.infer(x)
-                times.append(time.perf_counter() - t0)
+            times = [ms / 1000.0 for ms in call_times_ms(lambda: be.infer(x), runs, warmup)]
             run_as = "int8" if int8 else getattr(be, "precision", precision)
         finally:
             be.close()

@@ -32,14 +32,9 @@ def _open(model: str | os.PathLike, backend: str, threads: int | None, precision
 
 
 def _latency_ms(be: Any, x: np.ndarray, runs: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        be.infer(x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        be.infer(x)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000.0
+    from edge_mlla.runtimes.base import call_times_ms
+
+    return statistics.median(call_times_ms(lambda: be.infer(x), runs, warmup))
 
 
 def _throughput(be: Any, x: np.ndarray, seconds: float) -> float:

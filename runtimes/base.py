@@ -22,7 +22,9 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edge_mlla.errors import BackendUnavailableError, ConfigError, ModelFileError, ShapeError
+from edge_mlla.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    ModelFileError,
+    ShapeError,
+)
 from edge_mlla.modelfile import (  # noqa: F401  (re-exported: the precision vocabulary and file resolution live there)
     PRECISIONS,
     model_suffix,
@@ -150,6 +157,27 @@ class AsyncBackend(Backend):
     @abstractmethod
     def submit(self, batch: np.ndarray) -> Future:
         """Start inference on ``batch``; the future resolves to what ``infer(batch)`` returns."""
+
+
+def call_times_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> list[float]:
+    """Milliseconds of ``runs`` calls of ``fn()`` after ``warmup`` untimed ones, in call order.
+
+    The one timing loop of the package (``edge-mlla bench``'s conv peak, ``quantize``'s latency ranking,
+    ``benchmarks/bench_gpu.py``); take the median, not the mean, on shared machines.
+
+    Example:
+        >>> import statistics
+        >>> statistics.median(call_times_ms(lambda: be.infer(x), runs=30))  # doctest: +SKIP
+        12.7
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return times
 
 
 def _fmt_shape(shape: tuple[int | None, ...]) -> str:
