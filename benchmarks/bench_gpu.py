@@ -1,5 +1,6 @@
 """The bundled model on an NVIDIA GPU: ONNX Runtime's CUDA provider (f32 and an fp16 export), PyTorch on CUDA
 (f32, f16), and ONNX Runtime on the same machine's CPU cores as the baseline, timed side by side in one run.
+The CUDA provider runs fixed-shape models as a CUDA graph by default; one cell turns that off for comparison.
 
 Per cell (backend, precision, size): model-only latency (``backend.infer`` on one preprocessed image, host
 arrays in and out, so the copies are counted), the whole ``Detector`` call on a BCCD image (letterbox,
@@ -115,6 +116,7 @@ def main() -> int:
         f16b8 = export(WEIGHTS, format="onnx", imgsz=imgsz, output=models / "f16b8", batch=8, half=True)
         cells = [
             ("onnxruntime (CPU)", "f32", dict(model=f32, backend="onnxruntime"), f32b8),
+            ("cuda (CUDA EP, no graph)", "f32", dict(model=f32, backend="cuda", tensorrt=False, cuda_graph=False), f32b8),
             ("cuda (CUDA EP)", "f32", dict(model=f32, backend="cuda", tensorrt=False), f32b8),
             ("cuda (CUDA EP)", "f16", dict(model=f16, backend="cuda", tensorrt=False), f16b8),
             ("torch (CUDA)", "f32", dict(model=WEIGHTS, backend="torch", device="cuda", precision="f32", imgsz=imgsz), None),
