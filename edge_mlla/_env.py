@@ -81,6 +81,13 @@ def _opt_out_telemetry() -> None:
         LOGGER.debug("could not write OpenVINO telemetry opt-out at %s", consent)
 
 
+class _NewSettingsNotice(logging.Filter):
+    """Drops Ultralytics' "Creating new Ultralytics Settings" notice (see :func:`setup_offline`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Creating new Ultralytics Settings")
+
+
 def setup_offline() -> Path:
     """Make Ultralytics / OpenVINO / NNCF safe to use with no network; return Ultralytics' settings dir.
 
@@ -117,5 +124,11 @@ def setup_offline() -> Path:
     cpp = logging.getLogger("torch.utils.cpp_extension")
     if cpp.level == logging.NOTSET:
         cpp.setLevel(logging.ERROR)
+    # Ultralytics announces the settings file it creates in our private config dir on first import ("Creating new
+    # Ultralytics Settings ... yolo settings key=value"): advice about a file our users never edit. Only that
+    # record is dropped; the logger and its other messages are left as they are.
+    ul = logging.getLogger("ultralytics")
+    if not any(isinstance(f, _NewSettingsNotice) for f in ul.filters):
+        ul.addFilter(_NewSettingsNotice())
     _DONE = ult_dirs[0]
     return ult_dirs[0]

@@ -91,6 +91,20 @@ def test_no_cuda_home_notice_on_nncf_import():
     assert p.stdout.split()[0] == str(logging.ERROR) and p.stdout.split()[1] != str(logging.ERROR)
 
 
+def test_no_settings_notice_on_a_fresh_machine(tmp_path):
+    """A first import of the model side in an empty config dir does not print Ultralytics' settings-file notice
+    (which points users at `yolo settings` for a file in our private folder); Ultralytics' own messages still show."""
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    env.pop("YOLO_CONFIG_DIR", None)
+    code = ("import edge_mlla.nn\nfrom ultralytics.utils import LOGGER\nLOGGER.info('still-logging')\n"
+            "from pathlib import Path\nimport os\nprint((Path(os.environ['YOLO_CONFIG_DIR']) / 'Ultralytics' / 'settings.json').is_file())")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = p.stdout + p.stderr
+    assert "settings.json" not in out.replace("True", "") and "Creating new Ultralytics Settings" not in out
+    assert "still-logging" in out and p.stdout.strip().endswith("True")  # the file was created, silently
+
+
 def test_bundled_data_is_complete():
     from edge_mlla.data import load_data_yaml
 
