@@ -338,7 +338,6 @@ class CudaBackend(_OrtSession):
         io.clear_binding_outputs()
         return out
 
-
     def _infer_graph(self, batch: np.ndarray) -> list[np.ndarray]:
         """Copy into the captured input buffer, replay, copy the outputs out (one call at a time)."""
         ort, dev = self._ort, self._device_id
