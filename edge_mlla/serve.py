@@ -644,6 +644,7 @@ def build_app(
     max_pixels = _positive_int(max_pixels, "max_pixels")
     max_bytes = _positive_int(max_bytes, "max_bytes")
     threads, num_cpus = replica_budget(replicas, threads, num_cpus)
+    backend, device = replica_target(path, backend, device)
     files: dict[str, bytes] | None = None
     if check or ship_model:
         if not path.exists():
@@ -690,6 +691,31 @@ def replica_budget(replicas: int, threads: int | None = None, num_cpus: float | 
     if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or num_cpus < 0:
         raise ConfigError(f"num_cpus must be a number >= 0, got {num_cpus!r}")
     return threads, float(num_cpus)
+
+
+def replica_target(path: str | os.PathLike, backend: str = "auto", device: str | None = None) -> tuple[str, str | None]:
+    """``(backend, device)`` the replicas run, decided once here: replicas reserve CPUs only (Ray gives them no
+    GPU and hides the machine's), so ``auto`` takes the best CPU backend for the file and a ``.pt`` runs on the
+    CPU, in the probe as in every replica. ``cuda`` is a :class:`ConfigError` (not supported by serve yet).
+
+    Example:
+        >>> replica_target("best.onnx", "onnxruntime")
+        ('onnxruntime', None)
+    """
+    from edge_mlla.modelfile import model_suffix
+    from edge_mlla.runtimes import available, select_backend
+
+    if backend == "cuda" or str(device or "").lower().startswith(("cuda", "gpu")):
+        raise ConfigError("serve runs its replicas on CPUs (Ray reserves no GPU for them), so backend 'cuda' and CUDA "
+                          "devices are not supported there yet; on a GPU machine use Detector or StreamRunner")  # fmt: skip
+    if backend == "auto":
+        suffix = model_suffix(path)
+        cpu = [s for s in available().values() if suffix in s.suffixes and s.name != "cuda"]
+        usable = [s for s in cpu if s.available]
+        backend = usable[0].name if usable else select_backend(path, backend).name  # none: its error names why
+    if backend == "torch" and device is None:
+        device = "cpu"
+    return backend, device
 
 
 def _probe(path: Path, backend: str, device: str | None, precision: str | None, conf: float, iou: float,

@@ -162,8 +162,8 @@ class AsyncBackend(Backend):
 def call_times_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> list[float]:
     """Milliseconds of ``runs`` calls of ``fn()`` after ``warmup`` untimed ones, in call order.
 
-    The one timing loop of the package (``edge-mlla bench``'s conv peak, ``quantize``'s latency ranking,
-    ``benchmarks/bench_gpu.py``); take the median, not the mean, on shared machines.
+    Shared by ``edge-mlla bench``'s conv peak, ``quantize``'s latency ranking and the benchmark scripts that time a
+    bare call; take the median, not the mean, on shared machines.
 
     Example:
         >>> import statistics

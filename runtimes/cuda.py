@@ -21,7 +21,10 @@ CUDA graphs (``cuda_graph``, CUDA provider only): a nano detector at batch 1 is 
 math, so replaying the whole model as one captured CUDA graph is faster (measured on an H200, batch 1: 3.0 ->
 1.8 ms at 640, 2.3 -> 1.2 ms at 320, outputs bit-identical; batch 8: 6.1 -> 5.6 ms). A graph needs fixed
 shapes and fixed device buffers, so it is the default for fixed-shape models only, and calls on one backend
-are serialized (the captured buffers are shared); ``cuda_graph=False`` turns it off.
+are serialized (the captured buffers are shared); ``cuda_graph=False`` turns it off. The graph is captured when
+the backend is made, while every other CUDA run of this process's backends waits (ONNX Runtime captures in
+CUDA's global mode, where another thread's CUDA call would break the capture); CUDA work outside edge_mlla
+(torch on the same GPU in another thread) is not held off, so make the backends before starting it.
 
 Example:
     >>> from edge_mlla.runtimes.cuda import select_providers
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -47,6 +51,7 @@ from edge_mlla.runtimes.onnxruntime import _import_ort, _OrtSession, session_opt
 from edge_mlla.errors import BackendUnavailableError, ConfigError, ModelFileError
 from edge_mlla.modelfile import normalize_precision, resolve_model_file
 
+LOGGER = logging.getLogger("edge_mlla.runtimes")
 CUDA_EP = "CUDAExecutionProvider"
 TRT_EP = "TensorrtExecutionProvider"
 # the libraries the TensorRT provider links: TensorRT 10, TensorRT 8, TensorRT 10 on Windows
@@ -54,15 +59,27 @@ _TRT_LIBS = (
     ("libnvinfer.so.10", "libnvinfer_plugin.so.10", "libnvonnxparser.so.10"),
     ("libnvinfer.so.8", "libnvinfer_plugin.so.8", "libnvonnxparser.so.8"),
     ("nvinfer_10.dll", "nvinfer_plugin_10.dll", "nvonnxparser_10.dll"),
+    ("nvinfer.dll", "nvinfer_plugin.dll", "nvonnxparser.dll"),
 )
-_preloaded = False
+_preload_lock = threading.Lock()
+_preload_note: str | None = None  # what onnxruntime.preload_dlls printed; None until it ran
+_capture = None  # the process-wide _CaptureGate, made on first use
+
+
+def _load_library(path: str) -> None:
+    if os.name == "nt":  # winmode=0: the classic search order, PATH included (where TensorRT's zip install goes)
+        ctypes.CDLL(path, winmode=0)
+    else:
+        ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)  # global: the provider finds them by name
 
 
 def tensorrt_missing() -> str | None:
     """``None`` when TensorRT's runtime libraries load, else why not.
 
-    Looked up on the system search path and in the ``tensorrt_libs`` folder that ``pip install tensorrt``
-    creates (loaded globally there, so ONNX Runtime's TensorRT provider finds them by name).
+    Looked up on the system search path (``PATH`` on Windows) and in the ``tensorrt_libs`` folder that
+    ``pip install tensorrt`` creates. Loading is necessary, not sufficient (a TensorRT built for another
+    CUDA major loads but cannot start): :class:`CudaBackend` falls back to the CUDA provider when TensorRT
+    was not asked for explicitly and does not start.
 
     Example:
         >>> from edge_mlla.runtimes.cuda import tensorrt_missing
@@ -78,28 +95,79 @@ def tensorrt_missing() -> str | None:
         for names in _TRT_LIBS:
             try:
                 for name in names:
-                    ctypes.CDLL(os.path.join(folder, name) if folder else name, mode=ctypes.RTLD_GLOBAL)
+                    _load_library(os.path.join(folder, name) if folder else name)
             except OSError:
                 continue
             return None
-    return (
-        f"TensorRT's libraries ({', '.join(_TRT_LIBS[0])}) do not load: pip install tensorrt, or add TensorRT's lib "
-        "folder to LD_LIBRARY_PATH"
-    )
+    where = "PATH" if os.name == "nt" else "LD_LIBRARY_PATH"
+    first = _TRT_LIBS[2] if os.name == "nt" else _TRT_LIBS[0]
+    return f"TensorRT's libraries ({', '.join(first)}) do not load: pip install tensorrt, or add TensorRT's lib folder to {where}"
 
 
-def _preload_cuda_libraries(ort: Any) -> None:
-    """Load CUDA/cuDNN from NVIDIA's pip packages once (``onnxruntime.preload_dlls``, onnxruntime-gpu >= 1.21).
+def _preload_cuda_libraries(ort: Any) -> str:
+    """Load CUDA/cuDNN from NVIDIA's pip packages once per process (``onnxruntime.preload_dlls``, onnxruntime-gpu
+    >= 1.21); returns what it printed (the libraries it could not load), for error messages."""
+    global _preload_note
+    with _preload_lock:
+        if _preload_note is None:
+            text = StringIO()
+            if hasattr(ort, "preload_dlls"):
+                with contextlib.redirect_stdout(text):
+                    try:
+                        ort.preload_dlls()
+                    except Exception as e:  # a broken install: the provider check below reports it
+                        print(f"preload_dlls failed: {e}")
+            _preload_note = text.getvalue().strip()
+            if _preload_note:
+                LOGGER.debug("onnxruntime.preload_dlls: %s", _preload_note)
+        return _preload_note
 
-    Its messages are printed, not raised, so they are kept off stdout; a library it cannot load shows up as
-    the provider failing to start, which :class:`CudaBackend` reports.
+
+class _CaptureGate:
+    """Graph captures run alone, other CUDA runs of this process's backends run together.
+
+    ONNX Runtime captures in CUDA's global capture mode: another thread's CUDA call during a capture (a
+    copy, an allocation) fails and spoils the capture. Captures happen once, when a backend is made.
     """
-    global _preloaded
-    if _preloaded or not hasattr(ort, "preload_dlls"):
-        return
-    _preloaded = True
-    with contextlib.redirect_stdout(StringIO()), contextlib.suppress(Exception):
-        ort.preload_dlls()
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._runs = 0
+        self._capturing = False
+
+    @contextlib.contextmanager
+    def run(self) -> Any:
+        with self._cond:
+            while self._capturing:
+                self._cond.wait()
+            self._runs += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._runs -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def capture(self) -> Any:
+        with self._cond:
+            while self._capturing or self._runs:
+                self._cond.wait()
+            self._capturing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._capturing = False
+                self._cond.notify_all()
+
+
+def _gate() -> _CaptureGate:
+    global _capture
+    with _preload_lock:
+        if _capture is None:
+            _capture = _CaptureGate()
+        return _capture
 
 
 def parse_device(device: str | int | None) -> int:
@@ -210,7 +278,8 @@ def use_cuda_graph(requested: bool | None, fixed_shapes: bool, first_provider: s
     if requested and first_provider != CUDA_EP:
         raise ConfigError("cuda_graph=True applies to the CUDA provider; pass tensorrt=False with it")
     if requested and not fixed_shapes:
-        raise ConfigError("cuda_graph=True needs a fixed-shape model (export without dynamic=True)")
+        raise ConfigError("cuda_graph=True needs a model whose input and output shapes are fixed in the file "
+                          "(export without dynamic=True)")
     return bool(requested)
 
 
@@ -275,88 +344,132 @@ class CudaBackend(_OrtSession):
         except ImportError as e:
             raise BackendUnavailableError(f"onnxruntime-gpu is not installed ({e}); pip install onnxruntime-gpu") from e
         self._device_id = parse_device(device)
+        if cuda_graph is not None and not isinstance(cuda_graph, bool):
+            raise ConfigError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")
         fprec = _peek_file_precision(path)
+        note = _preload_cuda_libraries(ort)  # before TensorRT's check: its CUDA libraries may come from nvidia-* too
         have = list(ort.get_available_providers())
+        trt_note = ""
         if TRT_EP in have and tensorrt is not False:
             missing = tensorrt_missing()
             if missing and tensorrt:
                 raise BackendUnavailableError(f"tensorrt=True but {missing}")
             if missing:  # listed by every onnxruntime-gpu wheel; without the libraries it cannot start
                 have.remove(TRT_EP)
-        providers = select_providers(have, self._device_id, precision, fprec, tensorrt, engine_cache)
-        if cuda_graph is not None and not isinstance(cuda_graph, bool):
-            raise ConfigError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")
-        graph = use_cuda_graph(cuda_graph, _fixed_shapes(path), providers[0][0])
+                trt_note = f" ({missing})"
+        try:
+            providers = select_providers(have, self._device_id, precision, fprec, tensorrt, engine_cache)
+        except ConfigError as e:
+            raise ConfigError(f"{e}{trt_note}") from None
+        so = session_options(ort, threads, None, graph_optimization)
+        try:
+            graph = self._start(ort, path, providers, so, workers, cuda_graph, note)
+        except BackendUnavailableError:
+            if providers[0][0] != TRT_EP or tensorrt:  # asked for, or not TensorRT's doing: the error stands
+                raise
+            # TensorRT's libraries load but its provider did not start (another TensorRT major, another CUDA major)
+            LOGGER.warning("cuda: the TensorRT provider did not start; running on the CUDA provider (tensorrt=False "
+                           "skips this try)")  # fmt: skip
+            providers = select_providers([h for h in have if h != TRT_EP], self._device_id, precision, fprec, False)
+            graph = self._start(ort, path, providers, so, workers, cuda_graph, note)
+        self.device = f"cuda:{self._device_id}"
+        self.precision = normalize_precision(precision) or fprec
+        self.cuda_graph = graph
+
+    def _start(self, ort: Any, path: str | Path, providers: list, so: Any, workers: int, cuda_graph: bool | None,
+               note: str) -> bool:  # fmt: skip
+        """Open the session (with a captured CUDA graph where :func:`use_cuda_graph` says so); returns whether the
+        graph is in use. Raises :class:`BackendUnavailableError` when the providers asked for did not start."""
+        first = providers[0][0]
+        graph = use_cuda_graph(cuda_graph, first == CUDA_EP and _fixed_shapes(path), first)
+        if first == TRT_EP:
+            Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+        providers[-1][1].pop("enable_cuda_graph", None)
         if graph:
             providers[-1][1]["enable_cuda_graph"] = "1"
-        _preload_cuda_libraries(ort)
-        if providers[0][0] == TRT_EP:
-            Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+        self._ort = ort
+        self._local = threading.local()
+        self._graph_lock = threading.Lock()
+        self._graph_io: Any = None  # (binding, input OrtValue, output OrtValues)
         try:
-            self._open(path, providers, session_options(ort, threads, None, graph_optimization), workers)
-        except ModelFileError:
+            self._open(path, providers, so, workers)
+        except ModelFileError as e:
             if not graph or cuda_graph:  # asked for explicitly, or not the graph's fault: the error stands
                 raise
-            # a node the CUDA provider does not take makes a graph impossible; the session runs without one
-            graph = False
-            providers[-1][1].pop("enable_cuda_graph")
-            self._open(path, providers, session_options(ort, threads, None, graph_optimization), workers)
+            LOGGER.warning("cuda: no CUDA graph for %s (%s); running without one", Path(path).name, e)
+            return self._start(ort, path, providers, so, workers, False, note)
         wanted = [name for name, _ in providers]
         got = self.providers
         if got[: len(wanted)] != wanted:  # https://github.com/microsoft/onnxruntime/issues/23372
             self._session = None
+            hint = f"; onnxruntime.preload_dlls said: {note}" if note else ""
             raise BackendUnavailableError(
                 f"onnxruntime did not start {', '.join(wanted)} (session runs on {', '.join(got)}); check the CUDA/cuDNN"
-                f"{'/TensorRT' if TRT_EP in wanted else ''} libraries and that cuda:{self._device_id} exists"
+                f"{'/TensorRT' if TRT_EP in wanted else ''} libraries and that cuda:{self._device_id} exists{hint}"
             )
-        self.device = f"cuda:{self._device_id}"
-        self.precision = normalize_precision(precision) or fprec
-        self.cuda_graph = graph
-        self._ort = ort
-        self._local = threading.local()
-        self._graph_lock = threading.Lock()
-        self._graph_io: Any = None  # (binding, input OrtValue, output OrtValues), made on the first call
+        if graph:
+            try:
+                self._capture_graph()
+            except Exception as e:
+                self._session = None
+                if cuda_graph:
+                    raise BackendUnavailableError(f"cuda_graph=True but the CUDA graph could not be captured: {e}") from e
+                LOGGER.warning("cuda: CUDA graph capture failed for %s (%s); running without one", Path(path).name, e)
+                return self._start(ort, path, providers, so, workers, False, note)
+        return graph
 
-    def _binding(self) -> Any:
+    def _capture_graph(self) -> None:
+        """Bind fixed device buffers and run twice on zeros: ONNX Runtime runs the first normally and captures the
+        graph on the second. Done here, once, with every other CUDA run of this process's backends held off."""
+        ort, dev, sess = self._ort, self._device_id, self._session
+        spec = self._inputs[0]
+        x = ort.OrtValue.ortvalue_from_numpy(np.zeros(spec.shape, spec.dtype), "cuda", dev)
+        ys = [ort.OrtValue.ortvalue_from_shape_and_type(list(o.shape), o.dtype, "cuda", dev) for o in self._outputs]
+        io = sess.io_binding()
+        io.bind_ortvalue_input(spec.name, x)
+        for o, y in zip(self._outputs, ys):
+            io.bind_ortvalue_output(o.name, y)
+        with _gate().capture():
+            sess.run_with_iobinding(io)
+            sess.run_with_iobinding(io)
+        self._graph_io = (io, x, ys)
+
+    def _binding(self, sess: Any) -> Any:
         io = getattr(self._local, "io", None)
         if io is None:
-            io = self._local.io = self._session.io_binding()
+            io = self._local.io = sess.io_binding()
         return io
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         batch = self._check_batch(batch)
+        sess = self._session
+        if sess is None:
+            raise ConfigError("this cuda backend is closed")
         if self.cuda_graph:
-            return self._infer_graph(batch)
-        io = self._binding()
-        x = self._ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self._device_id)
-        io.bind_ortvalue_input(self._inputs[0].name, x)
-        for name in self._output_names:
-            io.bind_output(name, "cuda", self._device_id)
-        self._session.run_with_iobinding(io)
-        out = io.copy_outputs_to_cpu()
+            return self._replay(batch)
+        io = self._binding(sess)
+        with _gate().run():  # the copies too: no CUDA call of ours may overlap another backend's graph capture
+            x = self._ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self._device_id)
+            io.bind_ortvalue_input(self._inputs[0].name, x)
+            for name in self._output_names:
+                io.bind_output(name, "cuda", self._device_id)
+            sess.run_with_iobinding(io)
+            out = io.copy_outputs_to_cpu()
         io.clear_binding_inputs()
         io.clear_binding_outputs()
         return out
 
-    def _infer_graph(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Copy into the captured input buffer, replay, copy the outputs out (one call at a time)."""
-        ort, dev = self._ort, self._device_id
+    def _replay(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Copy into the captured input buffer, replay the graph, copy the outputs out (one call at a time)."""
         with self._graph_lock:
-            if self._session is None:
+            sess, bound = self._session, self._graph_io
+            if sess is None or bound is None:
                 raise ConfigError("this cuda backend is closed")
-            if self._graph_io is None:  # the first run is a normal run; ONNX Runtime captures the graph on it
-                x = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", dev)
-                ys = [ort.OrtValue.ortvalue_from_shape_and_type(list(o.shape), o.dtype, "cuda", dev) for o in self._outputs]
-                io = self._session.io_binding()
-                io.bind_ortvalue_input(self._inputs[0].name, x)
-                for o, y in zip(self._outputs, ys):
-                    io.bind_ortvalue_output(o.name, y)
-                self._graph_io = (io, x, ys)
-            else:
-                self._graph_io[1].update_inplace(batch)
-            io, _, ys = self._graph_io
-            self._session.run_with_iobinding(io)
-            return [y.numpy() for y in ys]
+            io, x, ys = bound
+            with _gate().run():
+                x.update_inplace(batch)
+                sess.run_with_iobinding(io)
+                return [y.numpy() for y in ys]
 
     def close(self) -> None:
         super().close()

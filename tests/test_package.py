@@ -96,6 +96,7 @@ def test_no_settings_notice_on_a_fresh_machine(tmp_path):
     (which points users at `yolo settings` for a file in our private folder); Ultralytics' own messages still show."""
     env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
     env.pop("YOLO_CONFIG_DIR", None)
+    env.pop("YOLO_VERBOSE", None)  # Ultralytics' own switch would hide the notice and the control message alike
     code = ("import edge_mlla.nn\nfrom ultralytics.utils import LOGGER\nLOGGER.info('still-logging')\n"
             "from pathlib import Path\nimport os\nprint((Path(os.environ['YOLO_CONFIG_DIR']) / 'Ultralytics' / 'settings.json').is_file())")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)

@@ -237,10 +237,53 @@ def test_cuda_graph_rules(exported):
     assert _fixed_shapes(exported("onnx")) and not _fixed_shapes(exported("onnx", dynamic=True))
     assert use_cuda_graph(None, True, CUDA_EP) and not use_cuda_graph(None, False, CUDA_EP)
     assert not use_cuda_graph(None, True, TRT_EP) and not use_cuda_graph(False, True, CUDA_EP)
-    with pytest.raises(ConfigError, match="fixed-shape model"):
+    with pytest.raises(ConfigError, match="shapes are fixed"):
         use_cuda_graph(True, False, CUDA_EP)
     with pytest.raises(ConfigError, match="tensorrt=False"):
         use_cuda_graph(True, True, TRT_EP)
+
+
+def test_cuda_capture_gate_runs_captures_alone():
+    """A graph capture waits for running calls and holds new ones off until it is done (CUDA's global capture mode)."""
+    import threading
+    import time
+
+    from edge_mlla.runtimes.cuda import _CaptureGate
+
+    gate, order = _CaptureGate(), []
+    running, captured = threading.Event(), threading.Event()
+
+    def run(tag, hold):
+        with gate.run():
+            order.append(f"{tag}+")
+            running.set()
+            hold.wait(5)
+            order.append(f"{tag}-")
+
+    def capture():
+        with gate.capture():
+            order.append("capture")
+            time.sleep(0.05)
+        captured.set()
+
+    release = threading.Event()
+    a = threading.Thread(target=run, args=("a", release))
+    a.start()
+    running.wait(5)
+    c = threading.Thread(target=capture)
+    c.start()
+    time.sleep(0.05)
+    assert order == ["a+"]  # the capture waits for the running call
+    release.set()
+    a.join(5)
+    captured.wait(5)
+    done = threading.Event()
+    done.set()
+    b = threading.Thread(target=run, args=("b", done))
+    b.start()
+    b.join(5)
+    c.join(5)
+    assert order == ["a+", "a-", "capture", "b+", "b-"]
 
 
 def test_cuda_parse_device():

@@ -103,6 +103,30 @@ def test_unreachable_cluster_fails_fast():
         _probe_cluster("not-an-address")
 
 
+def test_replicas_run_what_the_probe_ran(trained_pt, exported, monkeypatch):
+    """Replicas reserve CPUs only: the backend and device are decided once, for CPUs, before the probe, so a GPU on
+    the serving machine cannot make the probe pass where every replica would fail."""
+    import dataclasses
+
+    from edge_mlla.errors import ConfigError
+    from edge_mlla.runtimes import available, select_backend
+    from edge_mlla.serve import replica_target
+
+    assert replica_target(trained_pt) == ("torch", "cpu")  # a .pt: torch would pick cuda where it sees a GPU
+    assert replica_target(trained_pt, "torch", "cpu") == ("torch", "cpu")
+    onnx = exported("onnx")
+    cpu_choice = select_backend(onnx).name  # what auto picks on this machine, which has no GPU
+    assert cpu_choice != "cuda"
+    gpu = {k: dataclasses.replace(v, available=True, reason="") if k == "cuda" else v for k, v in available().items()}
+    for where in ("edge_mlla.runtimes.available", "edge_mlla.runtimes.base.available"):
+        monkeypatch.setattr(where, lambda refresh=False: gpu)
+    assert select_backend(onnx).name == "cuda"  # the stand-in GPU machine: auto would take cuda...
+    assert replica_target(onnx) == (cpu_choice, None)  # ...but replicas serve .onnx on the CPU backend
+    for bad in ({"backend": "cuda"}, {"device": "cuda:0"}):
+        with pytest.raises(ConfigError, match="replicas on CPUs"):
+            replica_target(onnx, **bad)
+
+
 def test_stream_clients_open_sources_by_the_runner_rule(tmp_path, val_images):
     """serve-streams opens sources with stream.open_source's rule: folders too, files not live, the same typed
     errors, and no password in a label that reaches logs and reports."""
