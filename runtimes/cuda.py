@@ -133,12 +133,13 @@ class _CaptureGate:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._runs = 0
+        self._pending = 0
         self._capturing = False
 
     @contextlib.contextmanager
     def run(self) -> Any:
         with self._cond:
-            while self._capturing:
+            while self._capturing or self._pending:  # a waiting capture goes first: a busy stream cannot starve it
                 self._cond.wait()
             self._runs += 1
         try:
@@ -151,8 +152,10 @@ class _CaptureGate:
     @contextlib.contextmanager
     def capture(self) -> Any:
         with self._cond:
+            self._pending += 1
             while self._capturing or self._runs:
                 self._cond.wait()
+            self._pending -= 1
             self._capturing = True
         try:
             yield
