@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,9 +29,11 @@ CLIP = ROOT / "edge_mlla" / "data" / "clips" / "bccd_pan.mp4"
 
 
 def machine() -> dict:
-    info = {"python": platform.python_version(), "cpu_cores": os.cpu_count()}
-    with open("/proc/cpuinfo") as f:
-        info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
+    """``edge_mlla.bench.describe_machine()`` (CPU, cores, ISA flags, versions) plus the GPU, ONNX Runtime's
+    providers, TensorRT and torch's CUDA."""
+    from edge_mlla.bench import describe_machine
+
+    info = describe_machine()
     try:
         q = "name,driver_version,memory.total,clocks.max.sm"
         info["gpu"] = subprocess.run(["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader"], capture_output=True,
@@ -61,7 +61,7 @@ def timed(fn, runs: int, warmup: int) -> tuple[float, float]:
     return statistics.median(ms), ms[int(0.9 * (len(ms) - 1))]
 
 
-def stream_fps(det, frames: int | None = None) -> float:
+def stream_fps(det) -> float:
     from edge_mlla.stream import StreamRunner
 
     n = 0
@@ -149,7 +149,9 @@ def main() -> int:
     lines = [
         "# The bundled model on a GPU",
         "",
-        f"GPU: {info['gpu']}; CPU: {info['cpu']} ({info['cpu_cores']} cores); onnxruntime {info['onnxruntime']};",
+        f"GPU: {info['gpu']}; CPU: {info['cpu']} ({info['cores']['os_cpu_count']} cores; ISA flags: "
+        f"{', '.join(f for f, on in info['isa'].items() if on) or 'none of ' + ', '.join(info['isa'])});",
+        f"onnxruntime {info['onnxruntime']};",
         f"torch {info['torch']}; TensorRT: {info['tensorrt']}. Median of {args.runs} calls after {args.warmup} warm-up.",
         "",
         "| backend | precision | imgsz | model ms (p90) | Detector ms | batch-8 img/s | stream FPS |",

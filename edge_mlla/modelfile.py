@@ -313,6 +313,13 @@ class ModelFile:
     input_shape: tuple[int | None, ...]
     metadata: dict[str, str]
     quantized: bool
+    output_shapes: tuple[tuple[int | None, ...] | None, ...] = ()  # None: the file records no shape for that output
+
+    @property
+    def fixed_shapes(self) -> bool:
+        """Whether the input and every output have only fixed sizes in the file (what a CUDA graph needs)."""
+        shapes = (self.input_shape, *self.output_shapes)
+        return bool(self.output_shapes) and all(s is not None and None not in s for s in shapes)
 
     @property
     def info(self) -> ModelInfo:
@@ -361,6 +368,11 @@ def inspect_model(path: str | os.PathLike) -> ModelFile:
                      for d in ins[0].type.tensor_type.shape.dim)  # fmt: skip
         md = {prop.key: prop.value for prop in m.metadata_props}
         name, fmt = ins[0].name, "onnx"
+        outs = tuple(
+            tuple((d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None) for d in o.type.tensor_type.shape.dim)
+            if o.type.tensor_type.HasField("shape") else None
+            for o in m.graph.output
+        )
     else:
         from edge_mlla._env import _opt_out_telemetry
 
@@ -377,7 +389,12 @@ def inspect_model(path: str | os.PathLike) -> ModelFile:
         dims = tuple(None if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
         md = read_openvino_metadata(m, p)
         name, fmt = port.get_any_name(), "openvino"
+        outs = tuple(
+            None if o.get_partial_shape().rank.is_dynamic
+            else tuple(None if d.is_dynamic else d.get_length() for d in o.get_partial_shape())
+            for o in m.outputs
+        )
     if len(dims) != 4 or dims[1] not in (None, 3):
         raise ModelFileError(f"{p} input has shape {dims}; expected (batch, 3, height, width)")
     quantized = read_graph(m).is_quantized() or our_entry(md).get("precision") == "int8"
-    return ModelFile(p, fmt, name, dims, md, quantized)
+    return ModelFile(p, fmt, name, dims, md, quantized, outs)

@@ -702,17 +702,13 @@ def replica_target(path: str | os.PathLike, backend: str = "auto", device: str |
         >>> replica_target("best.onnx", "onnxruntime")
         ('onnxruntime', None)
     """
-    from edge_mlla.modelfile import model_suffix
-    from edge_mlla.runtimes import available, select_backend
+    from edge_mlla.runtimes import select_backend
 
     if backend == "cuda" or str(device or "").lower().startswith(("cuda", "gpu")):
         raise ConfigError("serve runs its replicas on CPUs (Ray reserves no GPU for them), so backend 'cuda' and CUDA "
                           "devices are not supported there yet; on a GPU machine use Detector or StreamRunner")  # fmt: skip
     if backend == "auto":
-        suffix = model_suffix(path)
-        cpu = [s for s in available().values() if suffix in s.suffixes and s.name != "cuda"]
-        usable = [s for s in cpu if s.available]
-        backend = usable[0].name if usable else select_backend(path, backend).name  # none: its error names why
+        backend = select_backend(path, "auto", exclude=("cuda",)).name
     if backend == "torch" and device is None:
         device = "cpu"
     return backend, device

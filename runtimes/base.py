@@ -24,7 +24,7 @@ import logging
 import pkgutil
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edge_mlla.errors import (
-    BackendUnavailableError,
-    ConfigError,
-    ModelFileError,
-    ShapeError,
-)
+from edge_mlla.errors import BackendUnavailableError, ConfigError, ModelFileError, ShapeError
 from edge_mlla.modelfile import (  # noqa: F401  (re-exported: the precision vocabulary and file resolution live there)
     PRECISIONS,
     model_suffix,
@@ -292,9 +287,10 @@ def get_backend(name: str) -> type[Backend]:
     return known[name]
 
 
-def select_backend(path: str | Path, backend: str = "auto") -> type[Backend]:
+def select_backend(path: str | Path, backend: str = "auto", exclude: Sequence[str] = ()) -> type[Backend]:
     """The backend class for a model file: ``backend`` by name, or for ``"auto"`` the highest-priority
-    available backend that loads the file's suffix. Errors list what was tried and why it is unavailable."""
+    available backend that loads the file's suffix, leaving out ``exclude`` (serve's CPU-only replicas leave out
+    ``cuda``). Errors list what was tried and why it is unavailable."""
     suffix = model_suffix(path)
     if backend != "auto":
         cls = get_backend(backend)
@@ -306,7 +302,7 @@ def select_backend(path: str | Path, backend: str = "auto") -> type[Backend]:
         if not status.available:
             raise BackendUnavailableError(f"backend {backend!r} is not available here: {status.reason}")
         return cls
-    candidates = [s for s in available().values() if suffix in s.suffixes]
+    candidates = [s for s in available().values() if suffix in s.suffixes and s.name not in exclude]
     if not candidates:
         loadable = sorted({sfx for s in available().values() for sfx in s.suffixes})
         raise ModelFileError(f"no backend loads {suffix or 'files without suffix'} ({path}); supported: {', '.join(loadable)}")

@@ -49,7 +49,7 @@ from edge_mlla.runtimes.base import register
 from edge_mlla.runtimes.onnxruntime import _import_ort, _OrtSession, session_options
 
 from edge_mlla.errors import BackendUnavailableError, ConfigError, ModelFileError
-from edge_mlla.modelfile import normalize_precision, resolve_model_file
+from edge_mlla.modelfile import ModelFile, file_precision, inspect_model, normalize_precision
 
 LOGGER = logging.getLogger("edge_mlla.runtimes")
 CUDA_EP = "CUDAExecutionProvider"
@@ -63,7 +63,6 @@ _TRT_LIBS = (
 )
 _preload_lock = threading.Lock()
 _preload_note: str | None = None  # what onnxruntime.preload_dlls printed; None until it ran
-_capture = None  # the process-wide _CaptureGate, made on first use
 
 
 def _load_library(path: str) -> None:
@@ -104,9 +103,9 @@ def tensorrt_missing() -> str | None:
     return f"TensorRT's libraries ({', '.join(first)}) do not load: pip install tensorrt, or add TensorRT's lib folder to {where}"
 
 
-def _preload_cuda_libraries(ort: Any) -> str:
+def _preload_cuda_libraries(ort: Any) -> None:
     """Load CUDA/cuDNN from NVIDIA's pip packages once per process (``onnxruntime.preload_dlls``, onnxruntime-gpu
-    >= 1.21); returns what it printed (the libraries it could not load), for error messages."""
+    >= 1.21); what it printed (the libraries it could not load) is kept in ``_preload_note`` for error messages."""
     global _preload_note
     with _preload_lock:
         if _preload_note is None:
@@ -120,7 +119,6 @@ def _preload_cuda_libraries(ort: Any) -> str:
             _preload_note = text.getvalue().strip()
             if _preload_note:
                 LOGGER.debug("onnxruntime.preload_dlls: %s", _preload_note)
-        return _preload_note
 
 
 class _CaptureGate:
@@ -165,12 +163,7 @@ class _CaptureGate:
                 self._cond.notify_all()
 
 
-def _gate() -> _CaptureGate:
-    global _capture
-    with _preload_lock:
-        if _capture is None:
-            _capture = _CaptureGate()
-        return _capture
+_GATE = _CaptureGate()  # one per process: CUDA's global capture mode is process-wide
 
 
 def parse_device(device: str | int | None) -> int:
@@ -349,8 +342,9 @@ class CudaBackend(_OrtSession):
         self._device_id = parse_device(device)
         if cuda_graph is not None and not isinstance(cuda_graph, bool):
             raise ConfigError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")
-        fprec = _peek_file_precision(path)
-        note = _preload_cuda_libraries(ort)  # before TensorRT's check: its CUDA libraries may come from nvidia-* too
+        mf = inspect_model(path)
+        fprec = "int8" if mf.quantized else file_precision(mf.metadata, _input_dtype(mf.path))
+        _preload_cuda_libraries(ort)  # before TensorRT's check: its CUDA libraries may come from nvidia-* too
         have = list(ort.get_available_providers())
         trt_note = ""
         if TRT_EP in have and tensorrt is not False:
@@ -366,7 +360,7 @@ class CudaBackend(_OrtSession):
             raise ConfigError(f"{e}{trt_note}") from None
         so = session_options(ort, threads, None, graph_optimization)
         try:
-            graph = self._start(ort, path, providers, so, workers, cuda_graph, note)
+            graph = self._start(ort, mf, providers, so, workers, cuda_graph)
         except BackendUnavailableError:
             if providers[0][0] != TRT_EP or tensorrt:  # asked for, or not TensorRT's doing: the error stands
                 raise
@@ -374,17 +368,16 @@ class CudaBackend(_OrtSession):
             LOGGER.warning("cuda: the TensorRT provider did not start; running on the CUDA provider (tensorrt=False "
                            "skips this try)")  # fmt: skip
             providers = select_providers([h for h in have if h != TRT_EP], self._device_id, precision, fprec, False)
-            graph = self._start(ort, path, providers, so, workers, cuda_graph, note)
+            graph = self._start(ort, mf, providers, so, workers, cuda_graph)
         self.device = f"cuda:{self._device_id}"
         self.precision = normalize_precision(precision) or fprec
         self.cuda_graph = graph
 
-    def _start(self, ort: Any, path: str | Path, providers: list, so: Any, workers: int, cuda_graph: bool | None,
-               note: str) -> bool:  # fmt: skip
+    def _start(self, ort: Any, mf: ModelFile, providers: list, so: Any, workers: int, cuda_graph: bool | None) -> bool:
         """Open the session (with a captured CUDA graph where :func:`use_cuda_graph` says so); returns whether the
         graph is in use. Raises :class:`BackendUnavailableError` when the providers asked for did not start."""
         first = providers[0][0]
-        graph = use_cuda_graph(cuda_graph, first == CUDA_EP and _fixed_shapes(path), first)
+        graph = use_cuda_graph(cuda_graph, mf.fixed_shapes, first)
         if first == TRT_EP:
             Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         providers[-1][1].pop("enable_cuda_graph", None)
@@ -395,17 +388,17 @@ class CudaBackend(_OrtSession):
         self._graph_lock = threading.Lock()
         self._graph_io: Any = None  # (binding, input OrtValue, output OrtValues)
         try:
-            self._open(path, providers, so, workers)
+            self._open(mf.path, providers, so, workers)
         except ModelFileError as e:
             if not graph or cuda_graph:  # asked for explicitly, or not the graph's fault: the error stands
                 raise
-            LOGGER.warning("cuda: no CUDA graph for %s (%s); running without one", Path(path).name, e)
-            return self._start(ort, path, providers, so, workers, False, note)
+            LOGGER.warning("cuda: no CUDA graph for %s (%s); running without one", mf.path.name, e)
+            return self._start(ort, mf, providers, so, workers, False)
         wanted = [name for name, _ in providers]
         got = self.providers
         if got[: len(wanted)] != wanted:  # https://github.com/microsoft/onnxruntime/issues/23372
             self._session = None
-            hint = f"; onnxruntime.preload_dlls said: {note}" if note else ""
+            hint = f"; onnxruntime.preload_dlls said: {_preload_note}" if _preload_note else ""
             raise BackendUnavailableError(
                 f"onnxruntime did not start {', '.join(wanted)} (session runs on {', '.join(got)}); check the CUDA/cuDNN"
                 f"{'/TensorRT' if TRT_EP in wanted else ''} libraries and that cuda:{self._device_id} exists{hint}"
@@ -417,8 +410,8 @@ class CudaBackend(_OrtSession):
                 self._session = None
                 if cuda_graph:
                     raise BackendUnavailableError(f"cuda_graph=True but the CUDA graph could not be captured: {e}") from e
-                LOGGER.warning("cuda: CUDA graph capture failed for %s (%s); running without one", Path(path).name, e)
-                return self._start(ort, path, providers, so, workers, False, note)
+                LOGGER.warning("cuda: CUDA graph capture failed for %s (%s); running without one", mf.path.name, e)
+                return self._start(ort, mf, providers, so, workers, False)
         return graph
 
     def _capture_graph(self) -> None:
@@ -432,7 +425,7 @@ class CudaBackend(_OrtSession):
         io.bind_ortvalue_input(spec.name, x)
         for o, y in zip(self._outputs, ys):
             io.bind_ortvalue_output(o.name, y)
-        with _gate().capture():
+        with _GATE.capture():
             sess.run_with_iobinding(io)
             sess.run_with_iobinding(io)
         self._graph_io = (io, x, ys)
@@ -451,7 +444,7 @@ class CudaBackend(_OrtSession):
         if self.cuda_graph:
             return self._replay(batch)
         io = self._binding(sess)
-        with _gate().run():  # the copies too: no CUDA call of ours may overlap another backend's graph capture
+        with _GATE.run():  # the copies too: no CUDA call of ours may overlap another backend's graph capture
             x = self._ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self._device_id)
             io.bind_ortvalue_input(self._inputs[0].name, x)
             for name in self._output_names:
@@ -469,7 +462,7 @@ class CudaBackend(_OrtSession):
             if sess is None or bound is None:
                 raise ConfigError("this cuda backend is closed")
             io, x, ys = bound
-            with _gate().run():
+            with _GATE.run():
                 x.update_inplace(batch)
                 sess.run_with_iobinding(io)
                 return [y.numpy() for y in ys]
@@ -478,30 +471,6 @@ class CudaBackend(_OrtSession):
         super().close()
         with self._graph_lock:
             self._graph_io = None
-
-
-def _fixed_shapes(path: str | Path) -> bool:
-    """Whether the ONNX file's input and every output have only fixed, positive dimensions."""
-    import onnx
-
-    graph = onnx.load(str(resolve_model_file(path, (".onnx",))), load_external_data=False).graph
-    values = list(graph.input[:1]) + list(graph.output)
-    return bool(values) and all(
-        v.type.tensor_type.HasField("shape")
-        and all(d.HasField("dim_value") and d.dim_value > 0 for d in v.type.tensor_type.shape.dim)
-        for v in values
-    )
-
-
-def _peek_file_precision(path: str | Path) -> str:
-    """The precision of an ONNX file (``int8`` for QDQ, else the recorded or input float type), without a GPU session."""
-    from edge_mlla.modelfile import file_precision as recorded_precision
-    from edge_mlla.modelfile import inspect_model
-
-    mf = inspect_model(path)
-    if mf.quantized:
-        return "int8"
-    return recorded_precision(mf.metadata, _input_dtype(mf.path))
 
 
 def _input_dtype(path: Path) -> np.dtype:

@@ -232,9 +232,13 @@ def test_cuda_provider_errors_list_what_is_available(providers, kwargs, error, m
 
 def test_cuda_graph_rules(exported):
     """CUDA graphs need fixed shapes and the CUDA provider: the default follows, an explicit True says why not."""
-    from edge_mlla.runtimes.cuda import _fixed_shapes
+    import onnxruntime as ort
 
-    assert _fixed_shapes(exported("onnx")) and not _fixed_shapes(exported("onnx", dynamic=True))
+    from edge_mlla.modelfile import inspect_model
+
+    static, dyn = inspect_model(exported("onnx")), inspect_model(exported("onnx", dynamic=True))
+    assert static.fixed_shapes and not dyn.fixed_shapes and inspect_model(exported("openvino")).fixed_shapes
+    assert list(static.output_shapes[0]) == ort.InferenceSession(str(static.path)).get_outputs()[0].shape
     assert use_cuda_graph(None, True, CUDA_EP) and not use_cuda_graph(None, False, CUDA_EP)
     assert not use_cuda_graph(None, True, TRT_EP) and not use_cuda_graph(False, True, CUDA_EP)
     with pytest.raises(ConfigError, match="shapes are fixed"):
@@ -272,8 +276,11 @@ def test_cuda_capture_gate_runs_captures_alone():
     running.wait(5)
     c = threading.Thread(target=capture)
     c.start()
-    time.sleep(0.05)
-    assert order == ["a+"]  # the capture waits for the running call
+    for _ in range(500):  # until the capture is registered as waiting
+        if gate._pending:
+            break
+        time.sleep(0.01)
+    assert gate._pending == 1 and order == ["a+"]  # the capture waits for the running call
     done = threading.Event()
     done.set()
     late = threading.Thread(target=run, args=("late", done))
