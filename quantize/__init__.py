@@ -185,11 +185,9 @@ def _time(plan: QuantizePlan, entries: list[tuple[Path, ModelStats]], x: np.ndar
 def _native_float(plan: QuantizePlan) -> str:
     if plan.backend != "openvino":
         return plan.src.precision
-    import openvino as ov
+    from edge_mlla.runtimes.capabilities import default_precision
 
-    from edge_mlla.runtimes.openvino import native_precision
-
-    return native_precision("CPU", list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
+    return default_precision("CPU")
 
 
 def run_plan(plan: QuantizePlan) -> tuple[ModelStats, list[Measured]]:

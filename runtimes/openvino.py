@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,29 +26,13 @@ import numpy as np
 from edge_mlla.errors import BackendUnavailableError, ConfigError, ModelFileError
 from edge_mlla.modelfile import normalize_precision, read_openvino_metadata, resolve_model_file
 from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, register
+from edge_mlla.runtimes.capabilities import device_capabilities, is_simulated, native_precision  # noqa: F401  (re-exported)
 
+LOGGER = logging.getLogger("edge_mlla.runtimes")
 _DEVICES = ("CPU", "GPU", "NPU", "AUTO", "HETERO", "MULTI")
 _HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "cumulative_throughput": "CUMULATIVE_THROUGHPUT"}
 _PRECISION_CAPS = {"bf16": "BF16", "f16": "FP16"}  # OPTIMIZATION_CAPABILITIES a device needs for the hint
 _QUANT_OPS = ("FakeQuantize", "FakeConvert")
-
-
-def native_precision(device: str, capabilities: list[str] | tuple[str, ...]) -> str:
-    """The fastest precision ``device`` computes natively, from its ``OPTIMIZATION_CAPABILITIES``.
-
-    Example:
-        >>> native_precision("CPU", ["FP32", "INT8", "BF16"]), native_precision("CPU", ["FP32", "INT8"])
-        ('bf16', 'f32')
-        >>> native_precision("GPU.0", ["FP32", "FP16", "INT8"]), native_precision("NPU", [])
-        ('f16', 'f16')
-    """
-    base = device.split(".")[0].split(":")[0].upper()
-    caps = {str(c).upper() for c in capabilities}
-    if base == "CPU":
-        return "bf16" if "BF16" in caps else "f32"
-    if base in ("GPU", "NPU"):
-        return "f16" if "FP16" in caps or base == "NPU" else "f32"
-    return "f32"
 
 
 def _import_ov() -> Any:
@@ -154,8 +139,9 @@ class OpenVINOBackend(AsyncBackend):
             have = core.available_devices
             if not any(d.split(".")[0] == base for d in have) or ("." in device and device not in have):
                 raise BackendUnavailableError(f"openvino device {device} is not present; available: {', '.join(have)}")
-            caps = list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
-        prec = native_precision(device, caps) if asked in (None, "int8") else asked
+            caps = device_capabilities(core, device)
+        policy = asked in (None, "int8")  # the precision is ours to choose (and to report as it really runs)
+        prec = native_precision(device, caps) if policy else asked
         if base in ("CPU", "GPU", "NPU"):
             need = _PRECISION_CAPS.get(prec)
             if need and need not in caps:
@@ -188,7 +174,7 @@ class OpenVINOBackend(AsyncBackend):
         self.path = path
         self.device = device
         self.hint = hint_key
-        self.float_precision = self._compiled_precision(prec)
+        self.float_precision = self._compiled_precision(prec, policy)
         self.precision = "int8" if self.int8 else self.float_precision
         self._inputs = [_spec(p) for p in self._compiled.inputs]
         self._outputs = [_spec(p) for p in self._compiled.outputs]
@@ -199,13 +185,19 @@ class OpenVINOBackend(AsyncBackend):
         self._queue: Any = None
         self._queue_lock = threading.Lock()
 
-    def _compiled_precision(self, asked: str) -> str:
-        """The precision the compiled model reports; a device that quietly ignored the hint is an error."""
+    def _compiled_precision(self, asked: str, policy: bool) -> str:
+        """The precision the compiled model reports. A device that quietly ignored a hint the *user* gave is an
+        error; where the policy chose the hint (e.g. bf16 from ``EDGE_MLLA_CAPS`` on a CPU without BF16, which
+        OpenVINO then runs in f32), what really runs is reported."""
         try:
             got = self._compiled.get_property("INFERENCE_PRECISION_HINT")
             got = normalize_precision(got.get_type_name() if hasattr(got, "get_type_name") else str(got))
         except Exception:  # AUTO/MULTI/NPU do not expose it: report what was asked
             return asked
+        if got != asked and policy:
+            LOGGER.info("openvino: the %s hint runs as %s on %s%s", asked, got, self.device,
+                        " (capabilities simulated by EDGE_MLLA_CAPS)" if is_simulated(self.device) else "")
+            return got
         if got != asked:
             raise ConfigError(f"openvino compiled the model in {got} on {self.device}, not the requested {asked}; use precision={got!r}")
         return got

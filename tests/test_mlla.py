@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tolerance import assert_f32_close
 
 from edge_mlla.errors import ConfigError, InputTypeError, ShapeError
 from edge_mlla.nn import C2MLLA, MLLABlock, apply_rope, convert_official_state_dict, rope_angles
@@ -35,8 +36,8 @@ def test_block_equals_token_reference(hw, batch, dim, heads):
         ours = blk(x)
         theirs = ref.forward_nchw(x)
     assert ours.shape == x.shape
-    err = (ours - theirs).abs().max().item()
-    assert err <= 1e-5, f"max abs diff {err:.2e} at {hw}, batch {batch}"
+    # two float32 paths (NCHW convs vs token matmuls) sum in other orders: equal up to f32 reordering
+    assert_f32_close(ours.numpy(), theirs.numpy(), n=dim * 9 + hw[0] * hw[1])
 
 
 def test_default_heads_are_head_dim_32():

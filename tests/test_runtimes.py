@@ -93,17 +93,25 @@ def test_precision_names():
 
 # ------------------------------------------------------------------------------------------ openvino
 def test_openvino_precision_is_explicit(exported, batch):
+    """The default follows the policy (bf16 where the CPU has it, f32 elsewhere), always set as an explicit hint
+    and reported as it runs; an explicit precision is honoured or refused, never silently replaced."""
+    import openvino as ov
+
+    from edge_mlla.runtimes.capabilities import default_precision
     from edge_mlla.runtimes.openvino import OpenVINOBackend
 
     xml = exported("openvino")
     be = OpenVINOBackend(xml)
-    assert be.precision == "f32" and be.device == "CPU"
-    assert be._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"  # asked for, not the CPU default
-    import openvino as ov
-
-    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    if "BF16" in caps:
-        assert OpenVINOBackend(xml, precision="bf16").precision == "bf16"
+    assert be.device == "CPU" and be.precision == be.float_precision
+    policy = default_precision("CPU")
+    # what runs is reported: the policy's choice, or f32 where the policy's bf16 is only simulated (EDGE_MLLA_CAPS)
+    assert be.precision in {policy, "f32"}
+    assert be._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == be.precision
+    f32 = OpenVINOBackend(xml, precision="f32")
+    assert f32.precision == "f32"
+    assert f32._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"  # asked for, not the CPU default
+    if policy == "bf16":
+        assert OpenVINOBackend(xml, precision="bf16").precision in ("bf16", "f32")
     else:
         with pytest.raises(ConfigError, match="cannot run bf16"):
             OpenVINOBackend(xml, precision="bf16")
@@ -118,10 +126,53 @@ def test_openvino_precision_is_explicit(exported, batch):
             OpenVINOBackend(xml, device="GPU")
 
 
+@pytest.mark.parametrize("sets", ["avx2", "avx512_bf16", "amx", "avx2,gpu", "amx,npu"])
+def test_precision_policy_for_every_capability_set(sets, monkeypatch):
+    """Every branch of the policy, on any machine: the probe reports the simulated set."""
+    from edge_mlla.runtimes.capabilities import CAPABILITY_SETS, CAPS_ENV, default_precision, device_capabilities
+    from edge_mlla.runtimes.capabilities import native_precision
+
+    monkeypatch.setenv(CAPS_ENV, sets)
+    assert device_capabilities(None, "CPU.0") == list(CAPABILITY_SETS[sets.split(",")[0]][1])
+    assert default_precision("CPU") == ("f32" if sets.startswith("avx2") else "bf16")
+    if "gpu" in sets:
+        assert default_precision("GPU.1") == "f16"
+    if "npu" in sets:
+        assert default_precision("NPU") == "f16"
+    assert native_precision("AUTO", []) == "f32"
+
+
+def test_capability_env_is_validated(monkeypatch):
+    from edge_mlla.runtimes.capabilities import CAPS_ENV, simulated_capabilities
+
+    monkeypatch.setenv(CAPS_ENV, "avx2,tpu")
+    with pytest.raises(ConfigError, match="unknown capability set 'tpu'; expected any of avx2, avx512_bf16, amx, gpu, npu"):
+        simulated_capabilities()
+    with pytest.raises(ConfigError, match="two sets for CPU"):
+        simulated_capabilities("avx2,amx")
+
+
+def test_simulated_capabilities_drive_the_openvino_default(exported, monkeypatch):
+    """With the other CPU class simulated, the backend follows it and reports what really ran."""
+    from edge_mlla.runtimes.capabilities import CAPS_ENV
+    from edge_mlla.runtimes.openvino import OpenVINOBackend
+
+    xml = exported("openvino")
+    monkeypatch.setenv(CAPS_ENV, "avx2")
+    be = OpenVINOBackend(xml)
+    assert be.precision == "f32"  # an AVX2 CPU's default, even on a BF16 host
+    with pytest.raises(ConfigError, match="cannot run bf16"):
+        OpenVINOBackend(xml, precision="bf16")
+    monkeypatch.setenv(CAPS_ENV, "avx512_bf16")
+    be = OpenVINOBackend(xml)
+    assert be.precision in ("bf16", "f32")  # f32 where the CPU has no BF16 (OpenVINO ignores the hint there)
+    assert be._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == be.precision
+
+
 def test_openvino_io_metadata_async(exported, batch):
     from edge_mlla.runtimes.openvino import OpenVINOBackend
 
-    be = OpenVINOBackend(exported("openvino"), hint="throughput", jobs=2)
+    be = OpenVINOBackend(exported("openvino"), hint="throughput", jobs=2, precision="f32")  # parity: pinned f32
     assert isinstance(be, AsyncBackend) and be.optimal_requests == 2
     # preprocessing fused into the graph: letterboxed BGR uint8 NHWC in; the float NCHW batch is still accepted
     assert be.input_layout == "nhwc_u8"
