@@ -225,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backends", help="which runtime backends work on this machine, and why not")
     p.set_defaults(fn=_cmd_backends)
     _add_scale_out_commands(sub)
-    _add_bench_command(sub)
+    from edge_mlla.bench.cli import add_commands as add_bench  # bench's parser and handler live in its package
+
+    add_bench(sub)
     return ap
 
 
@@ -334,66 +336,6 @@ def _add_scale_out_commands(sub: argparse._SubParsersAction) -> None:
 
 
 # ---- end scale-out commands
-
-
-# ---- bench command: the work is in edge_mlla.bench
-def _cmd_bench(a: argparse.Namespace) -> int:
-    import contextlib
-
-    from edge_mlla.bench import run_bench
-
-    lg = logging.getLogger("edge_mlla")
-    old = lg.level
-    if not getattr(a, "verbose", False):  # progress bars and the table say it all; Detector/quantize INFO lines only with -v
-        lg.setLevel(logging.WARNING)
-    try:  # stdout is the table's: what third-party code prints meanwhile (NNCF's progress) goes to stderr
-        with contextlib.redirect_stdout(sys.stderr):
-            res = run_bench(a.model, backends=a.backends, precisions=a.precisions,
-                            imgsz=None if a.imgsz is None else ",".join(a.imgsz), baseline=a.baseline, runs=a.runs,
-                            warmup=a.warmup, throughput_runs=a.throughput_runs, int8=a.int8, calib_size=a.calib_size,
-                            image=a.image, ultralytics=not a.no_ultralytics, peak=not a.no_peak, output=a.output,
-                            keep_models=a.keep_models, progress=not a.no_progress)  # fmt: skip
-    finally:
-        lg.setLevel(old)
-    print(res.table())
-    out = Path(a.output)
-    print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'latency_stages.png'}, {out / 'scaling.png'}",
-          file=sys.stderr)  # fmt: skip
-    if not any(c.ok for c in res.cells):
-        print("edge-mlla bench: nothing could be measured here (see 'Not measured')", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _add_bench_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="latency per stage, throughput, scaling and %% of peak over backends x precisions "
-                                     "x sizes, with a stock YOLO11n baseline: table + JSON + charts")  # fmt: skip
-    p.add_argument("model", help=".pt (exported at each --imgsz) or an exported .onnx / .xml (its own size)")
-    p.add_argument("--backends", default="openvino,onnxruntime", help="comma-separated runtime backends")
-    p.add_argument("--precisions", default="f32,bf16,int8",
-                   help="comma-separated: f32, bf16, f16, int8 (one a backend or CPU cannot run is reported as skipped)")
-    p.add_argument("--imgsz", nargs="+", default=None, metavar="N|HxW",
-                   help="sizes, comma- or space-separated, each N or HxW, multiples of 32 "
-                        "(default: 320,640,1280 for a .pt, the file's own size otherwise)")
-    p.add_argument("--baseline", default="yolo11n",
-                   help="stock Ultralytics model built offline with random weights (yolo11n, yolo11s, ...), "
-                        "a stock .pt, or 'none'")
-    p.add_argument("--runs", type=int, default=50, help="timed calls per cell (median and p90)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed calls per cell first")
-    p.add_argument("--throughput-runs", type=int, default=None, help="images per async throughput measurement "
-                                                                      "(default: --runs; 0: none)")  # fmt: skip
-    p.add_argument("--int8", default=None, help="INT8 model to use instead of quantizing MODEL here")
-    p.add_argument("--calib-size", type=int, default=32, help="BCCD train images to calibrate INT8 with")
-    p.add_argument("--image", default=None, help="image to run on, as is (default: a BCCD test image resized per size)")
-    p.add_argument("--no-ultralytics", action="store_true", help="do not run Ultralytics' predict on the same files")
-    p.add_argument("--no-peak", action="store_true", help="do not measure the conv peak GFLOP/s (no %% of peak)")
-    p.add_argument("--keep-models", action="store_true", help="keep exported/quantized files under OUTPUT/models")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("-o", "--output", default="runs/bench", help="folder for bench.json, bench.md and the charts")
-    p.set_defaults(fn=_cmd_bench)
-
-
-# ---- end bench command
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -1,16 +1,19 @@
 """Latency and throughput of a model file on one backend, model only (no pre/postprocessing), for the quantizer's
-choice and its report. Float ops run in the device's native precision unless ``precision`` says otherwise."""
+choice and its report. Float ops run in the device's native precision unless ``precision`` says otherwise.
+
+The timing loops themselves are :mod:`edge_mlla.bench.measure`'s (one measuring module for bench, quantize and
+serve); this module opens the backends the quantizer compares and keeps them compiled across rounds."""
 
 from __future__ import annotations
 
 import os
 import statistics
-import time
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edge_mlla.bench import measure as _m
 
 
 def runtime_options(backend: str, threads: int | None) -> dict[str, Any]:
@@ -32,24 +35,12 @@ def _open(model: str | os.PathLike, backend: str, threads: int | None, precision
 
 
 def _latency_ms(be: Any, x: np.ndarray, runs: int, warmup: int = 5) -> float:
-    from edge_mlla.runtimes.base import call_times_ms
-
-    return statistics.median(call_times_ms(lambda: be.infer(x), runs, warmup))
+    return _m.latency_ms(lambda: be.infer(x), runs, warmup)
 
 
 def _throughput(be: Any, x: np.ndarray, seconds: float) -> float:
-    inflight = be.optimal_requests
-    for _ in range(2 * inflight):
-        be.infer(x)
-    done = 0
-    pending: list[Future] = []
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds or pending:
-        while len(pending) < inflight and time.perf_counter() - t0 < seconds:
-            pending.append(be.submit(x))
-        pending.pop(0).result()
-        done += 1
-    return done * x.shape[0] / (time.perf_counter() - t0)
+    k = _m.requests_in_flight(be)
+    return _m.throughput(lambda: be.submit(x), inflight=k, seconds=seconds, images_per_call=x.shape[0])
 
 
 def measure_latency(
