@@ -142,7 +142,7 @@ def main() -> None:
                     help="how busy the machine was (goes into the report with the load averages)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from edge_mlla.stream import bundled_clip
+    from edge_mlla.clips import bundled_clip
 
     clip = bundled_clip()
     cpu = cpu_info()

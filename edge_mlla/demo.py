@@ -126,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     from edge_mlla import Detector
     from edge_mlla.data import load_data_yaml, validate_dataset
     from edge_mlla.runtimes import available
-    from edge_mlla.stream import bundled_clip
+    from edge_mlla.clips import bundled_clip
 
     t_start = time.perf_counter()
     out = Path(args.out).resolve()

@@ -42,7 +42,8 @@ def test_runtimes_never_import_the_export_or_training_side():
 
 
 def test_the_edge_side_never_imports_export_quantize_or_nn():
-    edge = ["detector.py", "results.py", "ops.py", "stream.py", "modelfile.py", "graph.py", "data.py", "eval.py"]
+    edge = ["detector.py", "results.py", "ops.py", "modelfile.py", "graph.py", "data.py", "eval.py", "clips.py"]
+    edge += [str(p.relative_to(ROOT / "edge_mlla")) for p in sorted((ROOT / "edge_mlla" / "stream").glob("*.py"))]
     for name in edge:
         f = ROOT / "edge_mlla" / name
         if not f.is_file():
@@ -66,6 +67,8 @@ def test_edge_modules_are_torch_free_at_import():
     script = (
         "import json, sys\n"
         "import edge_mlla, edge_mlla.detector, edge_mlla.results, edge_mlla.ops, edge_mlla.stream, edge_mlla.modelfile\n"
+        "import pkgutil, importlib, edge_mlla.stream as _s, edge_mlla.clips\n"
+        "[importlib.import_module('edge_mlla.stream.' + m.name) for m in pkgutil.iter_modules(_s.__path__)]\n"
         "import edge_mlla.graph, edge_mlla.data, edge_mlla.eval, edge_mlla.runtimes\n"
         "from edge_mlla.runtimes import available; available()\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ultralytics', 'nncf'})))\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from edge_mlla.stream import CLIP
+from edge_mlla.clips import CLIP
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMERA = ROOT / "samples" / "camera.py"

@@ -21,16 +21,14 @@ import pytest
 
 from edge_mlla import Detections
 from edge_mlla.errors import ConfigError, InputTypeError, MissingDependencyError, MissingFileError, SourceError
+from edge_mlla.clips import CLIP, bundled_clip, make_pan_clip
 from edge_mlla.stream import (
-    CLIP,
     FrameTiming,
     ImageFolderSource,
     LineCounter,
     Reconnect,
     StreamRunner,
     Tracker,
-    bundled_clip,
-    make_pan_clip,
     open_source,
 )
 
@@ -250,7 +248,7 @@ def test_timeouts_go_to_stream_urls_only(monkeypatch):
     here: this records what reaches cv2.VideoCapture."""
     import cv2
 
-    import edge_mlla.stream as stream
+    import edge_mlla.stream.sources as stream
 
     calls: list[tuple] = []
 
@@ -429,8 +427,8 @@ def test_real_mjpeg_stream_reconnects_after_the_server_dies(slow):
     url, port = server.url, server.server_address[1]
     kw: dict = {}
     seen = _statuses(kw)
-    policy = Reconnect(initial=0.05, factor=2.0, max_delay=0.2, max_tries=50, watchdog=3.0)
-    run = StreamRunner(slow(0.0), url, reconnect=policy, open_timeout=3, read_timeout=3, **kw)
+    policy = Reconnect(initial=0.05, factor=2.0, max_delay=0.2, max_tries=50, watchdog=3.0, open_timeout=3, read_timeout=3)
+    run = StreamRunner(slow(0.0), url, reconnect=policy, **kw)
     assert run.live and run.drop_stale
     values: list[int] = []
     revived = None
