@@ -224,118 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backends", help="which runtime backends work on this machine, and why not")
     p.set_defaults(fn=_cmd_backends)
-    _add_scale_out_commands(sub)
+    from edge_mlla.serve.cli import add_commands as add_serve  # serve, serve-streams, export-repo: in their package
+
+    add_serve(sub)
     from edge_mlla.bench.cli import add_commands as add_bench  # bench's parser and handler live in its package
 
     add_bench(sub)
     return ap
-
-
-# ---- scale-out commands (serve, serve-streams, export-repo): the work is in edge_mlla.serve / edge_mlla.repo
-def _cmd_serve(a: argparse.Namespace) -> int:
-    from edge_mlla.serve import run
-
-    server = run(a.model, replicas=a.replicas, port=a.port, host=a.host, max_batch=a.max_batch,
-                 batch_wait_ms=a.batch_wait_ms, batcher=a.batcher, threads=a.threads, num_cpus=a.num_cpus,
-                 address=a.address, name=a.name, route_prefix=a.route_prefix, backend=a.backend, device=a.device,
-                 precision=a.precision, conf=a.conf, iou=a.iou, ship_model=a.ship_model, blocking=False,
-                 handle_sigterm=True)  # fmt: skip
-    print(f"Ctrl+C to stop. Try:\n  curl -s -H 'Content-Type: image/jpeg' --data-binary @image.jpg {server.url}\n"
-          f"  curl -s {server.url}health", flush=True)
-    server.wait()  # until Ctrl+C / SIGTERM, then shuts the app (and the Ray it started) down
-    return 0
-
-
-def _cmd_serve_streams(a: argparse.Namespace) -> int:
-    from edge_mlla.errors import ConfigError
-    from edge_mlla.serve import run, serve_streams
-
-    if sum(x is not None for x in (a.url, a.address, a.model)) != 1:
-        raise ConfigError("give exactly one of --url (HTTP server), --address (Ray cluster, handle) or --model (start one here)")
-    server = None
-    url, address = a.url, a.address
-    if a.model:
-        server = run(a.model, replicas=a.replicas, port=a.port, max_batch=a.max_batch, batch_wait_ms=a.batch_wait_ms,
-                     batcher=a.batcher, threads=a.threads, name=a.app, blocking=False)  # fmt: skip
-        url = server.url if a.http else None
-    try:
-        report = serve_streams(a.sources, url=url, app=a.app, address=address, duration_s=a.duration,
-                               max_frames=a.max_frames, encoding=a.encoding)  # fmt: skip
-    finally:
-        if server is not None:
-            server.shutdown()
-    print(report.table())
-    if a.json:
-        Path(a.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        print(f"report: {a.json}")
-    return 0
-
-
-def _cmd_export_repo(a: argparse.Namespace) -> int:
-    from edge_mlla.repo import export_repo
-
-    out = export_repo(a.model, format=a.format, output=a.output, name=a.name, max_batch=a.max_batch,
-                      instances=a.instances, kind=a.kind, threads=a.threads, overwrite=not a.no_overwrite)  # fmt: skip
-    print(f"{a.format} repository entry: {out}")
-    for f in sorted(p for p in out.parent.rglob("*") if p.is_file() and (p.is_relative_to(out) or p.name == "config.json")):
-        print(f"  {f}")
-    return 0
-
-
-def _add_scale_out_commands(sub: argparse._SubParsersAction) -> None:
-    def detector_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--replicas", type=int, default=1, help="Serve replicas (each its own Detector)")
-        p.add_argument("--max-batch", type=int, default=8, help="dynamic batching: most requests per batch")
-        p.add_argument("--batch-wait-ms", type=float, default=5.0, help="dynamic batching: longest wait for a batch")
-        p.add_argument("--batcher", choices=["serve", "greedy"], default="serve",
-                       help="serve: @serve.batch; greedy: a batch is formed when the replica is free (fuller batches under load)")
-        p.add_argument("--threads", type=int, default=None, help="runtime threads per replica (default: cores / replicas)")
-        p.add_argument("--port", type=int, default=8000)
-
-    p = sub.add_parser("serve", help="serve a model over HTTP with Ray Serve (replicas, dynamic batching)")
-    p.add_argument("model", help=".xml, .onnx or .pt")
-    detector_args(p)
-    p.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0: reachable from other machines)")
-    p.add_argument("--num-cpus", type=float, default=None, help="CPUs Ray reserves per replica (default: --threads)")
-    p.add_argument("--address", default=None, help="join a running Ray cluster (HEAD:6379 or 'auto') instead of starting one")
-    p.add_argument("--name", default="edge_mlla", help="Serve application name")
-    p.add_argument("--route-prefix", default="/")
-    p.add_argument("--ship-model", action="store_true", help="send the model file to the replicas (no shared storage)")
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--device", default=None)
-    p.add_argument("--precision", default=None)
-    p.add_argument("--conf", type=float, default=0.25)
-    p.add_argument("--iou", type=float, default=0.45)
-    p.set_defaults(fn=_cmd_serve)
-
-    p = sub.add_parser("serve-streams", help="send K video sources (files, folders, cameras, URLs) to a served model; FPS per source")
-    p.add_argument("sources", nargs="+", help="video files, image folders, camera indexes (0, 1) or stream URLs (rtsp://...)")
-    p.add_argument("--url", default=None, help="HTTP endpoint of a running `edge-mlla serve` (http://HOST:8000/)")
-    p.add_argument("--address", default=None, help="Ray cluster address: reach the app through its handle")
-    p.add_argument("--model", default=None, help="start a local server for this model first, stop it at the end")
-    p.add_argument("--http", action="store_true", help="with --model: send over HTTP instead of the handle")
-    p.add_argument("--app", default="edge_mlla", help="Serve application name")
-    detector_args(p)
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--max-frames", type=int, default=None, help="stop each source after this many frames")
-    p.add_argument("--encoding", choices=["jpeg", "png"], default="jpeg", help="HTTP frame encoding")
-    p.add_argument("--json", default=None, help="write the report as JSON here")
-    p.set_defaults(fn=_cmd_serve_streams)
-
-    p = sub.add_parser("export-repo", help="model repository for Triton or OpenVINO Model Server")
-    p.add_argument("model", help="exported .onnx or OpenVINO .xml")
-    p.add_argument("--format", choices=["triton", "ovms"], default="triton")
-    p.add_argument("-o", "--output", default="model_repository", help="repository root (other models are kept)")
-    p.add_argument("--name", default=None, help="model name in the server (default: file stem)")
-    p.add_argument("--max-batch", type=int, default=8, help="Triton max_batch_size for dynamic-batch models")
-    p.add_argument("--instances", type=int, default=1, help="Triton instance_group count / OVMS streams")
-    p.add_argument("--kind", choices=["cpu", "gpu"], default="cpu", help="Triton instance kind")
-    p.add_argument("--threads", type=int, default=None, help="runtime threads per instance")
-    p.add_argument("--no-overwrite", action="store_true", help="fail if the model is already in the repository")
-    p.set_defaults(fn=_cmd_export_repo)
-
-
-# ---- end scale-out commands
 
 
 def _setup_logging(verbose: bool) -> None:

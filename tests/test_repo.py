@@ -20,7 +20,7 @@ from conftest import BCCD
 
 from edge_mlla import Detector, __version__
 from edge_mlla.errors import ConfigError, MissingFileError, ModelFileError, OutputNotWritableError
-from edge_mlla.repo import export_repo
+from edge_mlla.serve.repository import export_repo
 
 mc = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 text_format = pytest.importorskip("google.protobuf.text_format")

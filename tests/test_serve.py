@@ -95,7 +95,7 @@ def test_cli_bad_input_is_one_line_no_traceback(tmp_path, monkeypatch, capsys, e
 def test_unreachable_cluster_fails_fast():
     """Ray itself retries a dead address for minutes; we check the port first."""
     from edge_mlla.errors import ConfigError, ServeError
-    from edge_mlla.serve import _probe_cluster
+    from edge_mlla.serve.lifecycle import probe_cluster as _probe_cluster
 
     with pytest.raises(ServeError, match=r"no Ray cluster answers at 127\.0\.0\.1:\d+ .*ray start --head"):
         _probe_cluster(f"127.0.0.1:{_free_port()}", timeout_s=2)

@@ -1,0 +1,153 @@
+"""The scale-out commands of ``edge-mlla``: ``serve``, ``serve-streams`` and ``export-repo`` (parsing and
+printing only; the work is in :mod:`edge_mlla.serve`). Registered by :func:`add_commands`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge_mlla.serve.config import (
+    APP_NAME,
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_UPLOADS,
+    DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT_S,
+)
+
+TOKEN_ENV = "EDGE_MLLA_TOKEN"
+
+
+def _serve_options(a: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~edge_mlla.serve.ServeConfig` fields a command line gives."""
+    opts = {k: getattr(a, k) for k in ("replicas", "max_batch", "batch_wait_ms", "batcher", "threads", "backend",
+                                       "device", "precision", "conf", "iou", "max_bytes", "body_timeout_s",
+                                       "request_timeout_s", "max_uploads")}  # fmt: skip
+    return opts
+
+
+def _cmd_serve(a: argparse.Namespace) -> int:
+    from edge_mlla.serve import run
+
+    token = a.token or os.environ.get(TOKEN_ENV) or None
+    server = run(a.model, port=a.port, host=a.host, address=a.address, name=a.name, route_prefix=a.route_prefix,
+                 blocking=False, handle_sigterm=True, num_cpus=a.num_cpus, ship_model=a.ship_model, token=token,
+                 **_serve_options(a))  # fmt: skip
+    auth = " -H 'Authorization: Bearer $EDGE_MLLA_TOKEN'" if token else ""
+    print(f"serving on {server.url} ({server.precision or 'native'} precision). Ctrl+C to stop. Try:\n"
+          f"  curl -s{auth} -H 'Content-Type: image/jpeg' --data-binary @image.jpg {server.url}\n"
+          f"  curl -s {server.url}health", flush=True)  # fmt: skip
+    server.wait()  # until Ctrl+C / SIGTERM, then shuts the app (and the Ray it started) down
+    return 0
+
+
+def _cmd_serve_streams(a: argparse.Namespace) -> int:
+    from edge_mlla.errors import ConfigError
+    from edge_mlla.serve import run, serve_streams
+
+    if sum(x is not None for x in (a.url, a.address, a.model)) != 1:
+        raise ConfigError("give exactly one of --url (HTTP server), --address (Ray cluster, handle) or --model (start one here)")
+    server = None
+    url, address = a.url, a.address
+    if a.model:
+        server = run(a.model, port=a.port, name=a.app, blocking=False, handle_sigterm=True, **_serve_options(a))
+        url = server.url if a.http else None
+    try:
+        report = serve_streams(a.sources, url=url, app=a.app, address=address, duration_s=a.duration,
+                               max_frames=a.max_frames, encoding=a.encoding)  # fmt: skip
+    finally:
+        if server is not None:
+            server.shutdown()
+    print(report.table())
+    if a.json:
+        Path(a.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        print(f"report: {a.json}")
+    failed = sum(s.errors for s in report.sources)
+    if failed:
+        print(f"edge-mlla serve-streams: {failed} frame(s) failed (see the errors column)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_export_repo(a: argparse.Namespace) -> int:
+    from edge_mlla.serve.repository import export_repo
+
+    out = export_repo(a.model, format=a.format, output=a.output, name=a.name, max_batch=a.max_batch,
+                      instances=a.instances, kind=a.kind, threads=a.threads, overwrite=not a.no_overwrite)  # fmt: skip
+    print(f"{a.format} repository entry: {out}")
+    for f in sorted(p for p in out.parent.rglob("*") if p.is_file() and (p.is_relative_to(out) or p.name == "config.json")):
+        print(f"  {f}")
+    return 0
+
+
+def _replica_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replicas", type=int, default=1, help="Serve replicas (each its own Detector)")
+    p.add_argument("--max-batch", type=int, default=8, help="dynamic batching: most requests per batch")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="dynamic batching: longest wait for a batch")
+    p.add_argument("--batcher", choices=["serve", "greedy"], default="serve",
+                   help="serve: @serve.batch; greedy: a batch is formed when the replica is free (fuller batches under load)")
+    p.add_argument("--threads", type=int, default=None, help="runtime threads per replica (default: cores / replicas)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--device", default=None)
+    p.add_argument("--precision", default=None,
+                   help="f32 for exact parity with an f32 reference; default: the CPU's native precision (bf16 on CPUs "
+                        "with BF16), reported by /info and every answer")  # fmt: skip
+    p.add_argument("--conf", type=float, default=0.25)
+    p.add_argument("--iou", type=float, default=0.45)
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="largest upload in bytes (413 beyond, "
+                   "checked while reading)")  # fmt: skip
+    p.add_argument("--body-timeout", dest="body_timeout_s", type=float, default=DEFAULT_BODY_TIMEOUT_S,
+                   help="seconds a client may take to send a request body (408 beyond)")
+    p.add_argument("--request-timeout", dest="request_timeout_s", type=float, default=DEFAULT_REQUEST_TIMEOUT_S,
+                   help="seconds a request may take end to end once its body is in (Serve's request_timeout_s)")
+    p.add_argument("--max-uploads", type=int, default=DEFAULT_MAX_UPLOADS,
+                   help="request bodies read at once; further uploads get 503 at once, /health keeps answering")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``serve``, ``serve-streams`` and ``export-repo`` to the ``edge-mlla`` sub-commands."""
+    p = sub.add_parser("serve", help="serve a model over HTTP with Ray Serve (replicas, dynamic batching)")
+    p.add_argument("model", help=".xml, .onnx or .pt")
+    _replica_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default loopback only; 0.0.0.0: reachable "
+                   "from other machines, with a warning; use --token)")  # fmt: skip
+    p.add_argument("--token", default=None, help=f"bearer token required on every route but /health (or set {TOKEN_ENV})")
+    p.add_argument("--num-cpus", type=float, default=None, help="CPUs Ray reserves per replica (default: --threads)")
+    p.add_argument("--address", default=None, help="join a running Ray cluster (HEAD:6379 or 'auto') instead of starting one")
+    p.add_argument("--name", default=APP_NAME, help="Serve application name")
+    p.add_argument("--route-prefix", default="/")
+    p.add_argument("--ship-model", action="store_true", help="send the model file to the replicas (no shared storage)")
+    p.set_defaults(fn=_cmd_serve)
+
+    p = sub.add_parser("serve-streams", help="send K video sources (files, folders, cameras, URLs) to a served model; FPS per source")
+    p.add_argument("sources", nargs="+", help="video files, image folders, camera indexes (0, 1) or stream URLs (rtsp://...)")
+    p.add_argument("--url", default=None, help="HTTP endpoint of a running `edge-mlla serve` (http://HOST:8000/)")
+    p.add_argument("--address", default=None, help="Ray cluster address: reach the app through its handle")
+    p.add_argument("--model", default=None, help="start a local server for this model first, stop it at the end")
+    p.add_argument("--http", action="store_true", help="with --model: send over HTTP instead of the handle")
+    p.add_argument("--app", default=APP_NAME, help="Serve application name")
+    _replica_args(p)
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--max-frames", type=int, default=None, help="stop each source after this many frames")
+    p.add_argument("--encoding", choices=["jpeg", "png"], default="jpeg", help="HTTP frame encoding")
+    p.add_argument("--json", default=None, help="write the report as JSON here")
+    p.set_defaults(fn=_cmd_serve_streams)
+
+    p = sub.add_parser("export-repo", help="model repository for Triton or OpenVINO Model Server")
+    p.add_argument("model", help="exported .onnx or OpenVINO .xml")
+    p.add_argument("--format", choices=["triton", "ovms"], default="triton")
+    p.add_argument("-o", "--output", default="model_repository", help="repository root (other models are kept)")
+    p.add_argument("--name", default=None, help="model name in the server (default: file stem)")
+    p.add_argument("--max-batch", type=int, default=8, help="Triton max_batch_size for dynamic-batch models")
+    p.add_argument("--instances", type=int, default=1, help="Triton instance_group count / OVMS streams")
+    p.add_argument("--kind", choices=["cpu", "gpu"], default="cpu", help="Triton instance kind")
+    p.add_argument("--threads", type=int, default=None, help="runtime threads per instance")
+    p.add_argument("--no-overwrite", action="store_true", help="fail if the model is already in the repository")
+    p.set_defaults(fn=_cmd_export_repo)
+
+
+__all__ = ["add_commands"]
