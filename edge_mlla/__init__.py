@@ -10,7 +10,7 @@ from __future__ import annotations
 from edge_mlla._version import __version__
 from edge_mlla.errors import EdgeMLLAError
 
-__all__ = ["Detections", "Detector", "EdgeMLLAError", "__version__"]
+__all__ = ["Detections", "Detector", "EdgeMLLAError", "__version__", "study"]
 
 
 def __getattr__(name: str) -> object:  # PEP 562: Detector/Detections load on first use (numpy + OpenCV only)
@@ -22,4 +22,8 @@ def __getattr__(name: str) -> object:  # PEP 562: Detector/Detections load on fi
         from edge_mlla.results import Detections
 
         return Detections
+    if name == "study":  # the package, callable: edge_mlla.study(models, data, seeds, ...) (torch loads per run)
+        import edge_mlla.study
+
+        return edge_mlla.study
     raise AttributeError(f"module 'edge_mlla' has no attribute {name!r}")

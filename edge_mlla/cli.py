@@ -230,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_mlla.bench.cli import add_commands as add_bench  # bench's parser and handler live in its package
 
     add_bench(sub)
+    from edge_mlla.study.cli import add_commands as add_study  # study: seed-controlled A/B training (issue 21)
+
+    add_study(sub)
     return ap
 
 
