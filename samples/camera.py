@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--realtime", action="store_true", help="replay files at their frame rate, dropping stale frames")
     ap.add_argument("--loop", action="store_true", help="restart files and folders at their end")
     ap.add_argument("--max-frames", type=int, default=None, help="stop each source after this many frames")
-    ap.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    ap.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (frames or not)")
     ap.add_argument("--retries", type=int, default=10, help="reconnect tries before a live source gives up (0: forever)")
     ap.add_argument("-v", "--verbose", action="store_true", help="log what edge_mlla does")
     return ap.parse_args(argv)
@@ -249,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     stages: dict[str, list[float]] = {k: [] for k in ("capture", "wait", "preprocess", "infer", "postprocess", "track",
                                                        "draw", "write", "latency")}  # fmt: skip
     recent = [collections.deque(maxlen=30) for _ in args.source]
-    t_end = None if args.seconds is None else time.monotonic() + args.seconds
+    timer = None
+    if args.seconds is not None:  # a timer, not a check per frame: a live source may send nothing at all
+        timer = threading.Timer(args.seconds, run.stop, kwargs={"timeout": 1.0})
+        timer.daemon = True
+        timer.start()
     t_log = time.monotonic() + 5
     code = 0
     shield = Interrupts()
@@ -278,8 +283,6 @@ def main(argv: list[str] | None = None) -> int:
                     stages[k].append(v / 1000 if k != "latency" else (v / 1000 + t2 - t0))
             stages["draw"].append(t1 - t0)
             stages["write"].append(t2 - t1)
-            if t_end is not None and time.monotonic() > t_end:
-                run.stop()
             if time.monotonic() > t_log:
                 s = run.stats
                 print(f"{s.processed} frames, {s.fps:.1f} FPS, latency {s.stages_ms.get('latency', 0):.0f} ms",
@@ -292,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     finally:
         shield.restore()
-        run.stop()
+        if timer is not None:
+            timer.cancel()
+        run.stop(timeout=1.0)  # a reader stuck in a live source's read() is left behind (a daemon), not waited for
         for sink in sinks:
             if sink is not None:
                 try:

@@ -120,22 +120,26 @@ class Capture:
         src.started = True
         th.start()
 
-    def join(self, timeout: float, join: Callable[[threading.Thread, float], Any] | None = None) -> list[str]:
+    def join(self, timeout: float) -> list[str]:
         """Wait for the capture threads, ``timeout`` seconds in total (not per thread); threads still blocked in
         ``read()`` are abandoned (they exit when their read returns) and not waited on again. Returns their names."""
-        join = join or (lambda th, t: th.join(t))
         me = threading.current_thread()
         with self.cond:
             threads = [t for s in self.sources for t in s.threads if t is not me and t not in self.abandoned]
-        deadline = time.monotonic() + max(0.0, timeout)
+        deadline = self.clock() + max(0.0, timeout)
         for th in threads:
-            join(th, max(0.0, deadline - time.monotonic()))
+            self.join_one(th, max(0.0, deadline - self.clock()))
         stuck = [th for th in threads if th.is_alive()]
         with self.cond:
             self.abandoned.update(stuck)
             for s in self.sources:
                 s.threads = [t for t in s.threads if t.is_alive()]
         return [th.name for th in stuck]
+
+    @staticmethod
+    def join_one(thread: threading.Thread, timeout: float) -> None:
+        """Wait for one thread (an attribute, so that tests can watch the waits)."""
+        thread.join(timeout)
 
     def _run(self, src: SourceState, gen: int, cap: FrameSource | None) -> None:
         t0 = time.monotonic()

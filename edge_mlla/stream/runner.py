@@ -120,6 +120,7 @@ class StreamRunner:
                                    bool(loop), timeouts.open_timeout, timeouts.read_timeout)  # fmt: skip
         self._cond = threading.Condition()
         self._stop = threading.Event()
+        self._stopping = threading.Lock()
         self._started = False
         self._t_start = 0.0
         self._t_end: float | None = None
@@ -322,15 +323,17 @@ class StreamRunner:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        stuck = self._capture.join(timeout)
-        for src in self._sources:
-            if not src.started:  # never handed to a capture thread
-                src.cap.release()
-            if src.status.state not in ("ended", "gave_up", "stopped"):
-                with self._cond:
-                    src.finished = True
-                self._board.set(src, "stopped")
-        self._infer.close()
+        with self._stopping:  # one stop at a time (a timer's and the loop's): the second finds the work done
+            stuck = self._capture.join(timeout)
+            for src in self._sources:
+                if not src.started:  # never handed to a capture thread
+                    src.cap.release()
+                    src.started = True  # released once
+                if src.status.state not in ("ended", "gave_up", "stopped"):
+                    with self._cond:
+                        src.finished = True
+                    self._board.set(src, "stopped")
+            self._infer.close()
         if stuck:
             LOGGER.warning("capture threads still blocked in read() after stop: %s (they exit when read returns)", stuck)
 
@@ -356,7 +359,7 @@ def _deprecated(kw: dict[str, Any], reconnect: Reconnect | bool, track: Any) -> 
         track = {**(track if isinstance(track, Mapping) else {}), **kw["tracker_options"]}
     base = reconnect if isinstance(reconnect, Reconnect) else Reconnect()
     timeouts = dataclasses.replace(base, **{k: kw[k] for k in ("open_timeout", "read_timeout") if k in kw})
-    if isinstance(reconnect, Reconnect):
+    if reconnect is True or isinstance(reconnect, Reconnect):
         reconnect = timeouts
     return reconnect, track, timeouts
 

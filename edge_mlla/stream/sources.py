@@ -7,7 +7,10 @@ import glob as _glob
 import logging
 import os
 import re
+import socket
+import time
 import warnings
+from urllib.parse import urlsplit
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, Union
@@ -20,6 +23,55 @@ from edge_mlla.errors import ImageReadError, InputTypeError, MissingFileError, S
 
 LOGGER = logging.getLogger("edge_mlla")
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}
+_quieted = False
+
+
+def quiet_opencv() -> None:
+    """Keep OpenCV's and FFmpeg's own warnings (``[ WARN:0@0.1] global cap.cpp ...``, ``[tcp @ 0x...] Connection
+    refused``) off stderr: the stream layer reports the same events as typed errors, statuses and ``logging``.
+    Done once, before the first URL is opened; a value the user set in ``OPENCV_LOG_LEVEL`` or
+    ``OPENCV_FFMPEG_LOGLEVEL`` is kept (set ``OPENCV_LOG_LEVEL=WARNING`` to see OpenCV's warnings again)."""
+    global _quieted
+    if _quieted:
+        return
+    _quieted = True
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read by OpenCV when its FFmpeg backend starts
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+def why_not_opened(url: str, open_timeout: float | None, elapsed: float, probe_timeout: float = 2.0) -> str:
+    """Why FFmpeg could not open ``url``, found by connecting to its host and port once: refused at once, an
+    unknown host, no answer, or a server that answers but sent no stream within ``open_timeout`` seconds.
+
+    Example:
+        >>> why_not_opened("http://127.0.0.1:9/video.mjpg", 10, 0.01)   # doctest: +SKIP
+        'connection refused by 127.0.0.1:9 (nothing listens there)'
+    """
+    parts = urlsplit(url)
+    try:
+        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:
+        host, port = None, None
+    waited = f"within {open_timeout:g} s" if open_timeout else f"after {elapsed:.1f} s"
+    if not host or not port or parts.scheme.lower() in ("udp", "srt"):
+        return f"no stream {waited} (unreachable host, wrong path, or a stream FFMPEG cannot read)"
+    limit = min(probe_timeout, open_timeout or probe_timeout)
+    try:
+        with socket.create_connection((host, port), timeout=limit):
+            pass
+    except ConnectionRefusedError:
+        return f"connection refused by {host}:{port} (nothing listens there)"
+    except socket.gaierror:
+        return f"unknown host {host!r}"
+    except socket.timeout:
+        return f"{host}:{port} did not answer within {limit:g} s (unreachable host or a firewall)"
+    except OSError as e:
+        return f"cannot connect to {host}:{port} ({e.strerror or e})"
+    if open_timeout and elapsed >= 0.8 * open_timeout:
+        return f"{host}:{port} accepts connections but sent no video {waited}"
+    return f"{host}:{port} answered but sent no stream FFMPEG can read after {elapsed:.1f} s (wrong path or format?)"
 
 
 class FrameSource(Protocol):
@@ -167,15 +219,15 @@ def open_source(
             cap.release()
             raise SourceError(f"camera {source} could not be opened (no such device, or busy); cameras here: {_cameras()}")
         return cap, True
+    quiet_opencv()
     if _is_url(source):
+        t0 = time.monotonic()
         cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
-            wait = f" within {open_timeout:g} s" if open_timeout else ""
-            raise SourceError(
-                f"could not open stream {_mask(source)}{wait} (unreachable host, refused connection, wrong path, "
-                "or a stream FFMPEG cannot read; expected e.g. rtsp://host:554/path or http://host:port/video.mjpg)"
-            )
+            why = why_not_opened(source, open_timeout, time.monotonic() - t0)
+            raise SourceError(f"could not open stream {_mask(source)}: {why} (expected e.g. rtsp://host:554/path or "
+                              "http://host:port/video.mjpg)")  # fmt: skip
         return cap, True
     path = Path(source)
     if path.is_dir():
