@@ -50,7 +50,8 @@ def tiny(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tiny):
-    """The study run three times: killed after the first epoch of its second run, resumed, then asked again."""
+    """The study run four times: killed after the first epoch of its second run; resumed to the end; again after one
+    record was turned into an imported one (no per-image statistics, weights on disk); and once more."""
     out, runs = tiny / "out", tiny / "runs"
     kw = dict(data=str(tiny / "data.yaml"), seeds="0-1", epochs=2, imgsz=128, batch=2, out=out, runs=runs, jobs=0,
               progress=False)  # fmt: skip
@@ -68,16 +69,19 @@ def trained(tiny):
     mp.setattr(worker, "_train", lambda spec, on_epoch: trains.append(spec.name) or real_train(spec, on_epoch))
     with pytest.raises(KeyboardInterrupt):
         runner.study(ARMS, **kw)
-    at_kill = {"records": read_records(out), "rows": _epochs(runs / KILLED), "trains": list(trains)}
-    trains.clear()
-    rep = runner.study(ARMS, **kw)
-    second = list(trains)
-    trains.clear()
-    before = (out / "records.jsonl").read_bytes()
-    rep3 = runner.study(ARMS, **kw)
+    calls = [{"records": read_records(out), "rows": _epochs(runs / KILLED), "trains": list(trains)}]
+    for k in range(3):
+        trains.clear()
+        rep = runner.study(ARMS, **kw)
+        calls.append({"rep": rep, "trains": list(trains), "records": (out / "records.jsonl").read_bytes()})
+        if k == 0:  # yolo11n-s1 as an import would have it: no per-image statistics, weights still in its folder
+            recs = read_records(out)
+            i = next(j for j, r in enumerate(recs) if Path(r["run_dir"]).name == "yolo11n-s1")
+            (out / recs[i]["per_image"]).unlink()
+            recs[i] = {**recs[i], "per_image": None, "source": "benchmarks/train_study.py"}
+            rec_mod.write_records(out, recs)
     mp.undo()
-    return {"out": out, "runs": runs, "rep": rep, "rep3": rep3, "at_kill": at_kill, "second": second, "third": trains,
-            "same_records": before == (out / "records.jsonl").read_bytes()}  # fmt: skip
+    return {"out": out, "runs": runs, "calls": calls}
 
 
 def _epochs(run_dir: Path) -> list[int]:
@@ -88,18 +92,28 @@ def _epochs(run_dir: Path) -> list[int]:
 
 # ------------------------------------------------------------------------------------------------ the queue
 def test_a_killed_study_resumes_and_repeats_nothing(trained):
-    k = trained["at_kill"]
-    assert [r["seed"] for r in k["records"]] == [0] and k["trains"] == ["yolo11n-s0", KILLED]
-    assert k["rows"] == [1]  # the kill came after epoch 1 was saved
-    assert trained["second"] == [KILLED, "yolo11n-s1", "yolo11n-mlla-bccd-s1"]  # yolo11n-s0 is not touched again
+    kill, second, rescore, last = trained["calls"]
+    assert [r["seed"] for r in kill["records"]] == [0] and kill["trains"] == ["yolo11n-s0", KILLED]
+    assert kill["rows"] == [1]  # the kill came after epoch 1 was saved
+    assert second["trains"] == [KILLED, "yolo11n-s1", "yolo11n-mlla-bccd-s1"]  # yolo11n-s0 is not touched again
     recs = read_records(trained["out"])
     assert sorted((Path(r["model"]).name, r["seed"]) for r in recs) == sorted(
         (Path(m).name, s) for m in ARMS for s in (0, 1))
     killed = next(r for r in recs if Path(r["run_dir"]).name == KILLED)
     assert killed["resumed_at"] == 1 and killed["epochs"] == 2
     assert _epochs(trained["runs"] / KILLED) == [1, 2]  # epoch 1 not trained twice
-    assert trained["third"] == [] and trained["same_records"]  # a finished study does nothing
-    assert trained["rep3"].markdown == trained["rep"].markdown
+    assert last["trains"] == [] and last["records"] == rescore["records"]  # a finished study does nothing
+    assert last["rep"].markdown == rescore["rep"].markdown
+
+
+def test_an_imported_run_with_weights_is_rescored_not_retrained(trained):
+    _, second, rescore, _ = trained["calls"]
+    assert rescore["trains"] == ["yolo11n-s1"] and _epochs(trained["runs"] / "yolo11n-s1") == [1, 2]
+    before = {(r["run_dir"], r["seed"]): r for r in map(json.loads, second["records"].decode().splitlines())}
+    after = read_records(trained["out"])
+    again = next(r for r in after if Path(r["run_dir"]).name == "yolo11n-s1")
+    assert again["source"] == "benchmarks/train_study.py, re-scored by edge-mlla study" and again["per_image"]
+    assert again["pooled"] == before[(again["run_dir"], 1)]["pooled"] and len(after) == 4  # replaced, not added
 
 
 def test_records_hold_the_run_and_where_it_ran(trained):
@@ -126,8 +140,8 @@ def test_per_image_statistics_reproduce_the_validator(trained):
 
 
 def test_the_report_rebuilt_from_records_equals_the_live_one(trained):
-    live = trained["rep"]
-    rebuilt = report(trained["out"], arms=[Path(m).name for m in ARMS])
+    live = trained["calls"][-1]["rep"]
+    rebuilt = report(trained["out"])  # every arm in the folder, ours first: what the live report covers
     assert rebuilt.markdown == live.markdown
     assert [v.as_dict() for v in rebuilt.verdicts] == [v.as_dict() for v in live.verdicts]
     v = live.verdicts[0]

@@ -23,6 +23,8 @@ def _cmd_study(a: argparse.Namespace) -> int:
         if not arms:
             raise ConfigError("--models is required to run a study, e.g. --models yolo11n.yaml,yolo11n-mlla.yaml "
                               "(or --report DIR to rebuild a report)")  # fmt: skip
+        if a.plan:
+            return _print_plan(a, arms)
         rep = study(arms, data=a.data, seeds=a.seeds, epochs=a.epochs, imgsz=a.imgsz, batch=a.batch, out=a.out,
                     runs=a.runs, device=a.device, jobs=a.jobs, progress=not a.no_progress)  # fmt: skip
     folder = Path(a.report or a.out)
@@ -31,6 +33,17 @@ def _cmd_study(a: argparse.Namespace) -> int:
     if rep.failed:
         print(f"failed: {', '.join(rep.failed)} (see <runs>/<name>.log); run the same command again to retry them")
         return 1
+    return 0
+
+
+def _print_plan(a: argparse.Namespace, arms: list[str]) -> int:
+    from edge_mlla.study.plan import epochs_done
+    from edge_mlla.study.runner import plan_study
+
+    _, items = plan_study(arms, data=a.data, seeds=a.seeds, epochs=a.epochs, imgsz=a.imgsz, batch=a.batch, out=a.out,
+                          runs=a.runs)  # fmt: skip
+    for spec, state in items:
+        print(f"{spec.name:32s} {state:8s} {epochs_done(spec.run_dir)}/{spec.recipe.epochs} epochs  {spec.run_dir}")
     return 0
 
 
@@ -56,5 +69,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--import", dest="import_", nargs="+", metavar="FILE",
                    help="add earlier records to --out (benchmarks/train_study.py's JSONL, or a .py with QUOTED rows)")  # fmt: skip
     p.add_argument("--reps", type=int, default=REPS, help=f"image resamples for the image-noise term (default: {REPS})")
+    p.add_argument("--plan", action="store_true", help="only print each run's state (done, rescore, resume, train)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(fn=_cmd_study)

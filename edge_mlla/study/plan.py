@@ -3,8 +3,10 @@
 A run is one (model, seed) trained with the study's recipe in ``<runs>/<model stem>-s<seed>/`` (Ultralytics'
 layout; the folders ``benchmarks/train_study.py`` wrote are picked up as they are). Its state:
 
-* ``done``: recorded with per-image statistics, or recorded without them and its weights are gone;
+* ``done``: recorded with per-image statistics, or with a pooled score and its weights are gone (seed level only);
 * ``rescore``: recorded without per-image statistics (an imported run) and its weights are there: score again;
+  an imported row without a pooled score and without weights (quoted from elsewhere) is trained again (``train``),
+  the row kept beside the new run;
 * ``resume``: a ``last.pt`` is there: resume training from it (or only score, when training had finished);
 * ``train``: nothing yet.
 
@@ -180,10 +182,13 @@ def state(spec: RunSpec, records: list[dict]) -> str:
     mine = [r for r in records if arm_of(r) == arm_of(spec.model) and int(r["seed"]) == spec.seed]
     best = max(mine, key=preference) if mine else None
     weights = spec.run_dir / "weights"
-    if best is not None:
-        if best.get("per_image") or not (weights / "best.pt").is_file():
-            return "done"
+    if best is not None and best.get("per_image"):
+        return "done"
+    owns = best is not None and Path(str(best.get("weights") or "x/x/x")).parent.parent.name == spec.name
+    if owns and (weights / "best.pt").is_file():
         return "rescore"
+    if best is not None and best.get("pooled") and not any((weights / f).is_file() for f in ("best.pt", "last.pt")):
+        return "done"
     return "resume" if (weights / "last.pt").is_file() else "train"
 
 

@@ -191,13 +191,11 @@ def write_records(out: str | os.PathLike, records: Iterable[dict]) -> Path:
     return write_atomic(Path(out) / RECORDS, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def add_record(out: str | os.PathLike, rec: dict, records: list[dict] | None = None) -> list[dict]:
-    """Add a run's record to ``records`` (default: those on disk) and write them; a record of the same model and
-    seed without per-image statistics (an imported one, now re-scored from its weights) is replaced. Returns the
-    new list."""
+def add_record(out: str | os.PathLike, rec: dict, records: list[dict] | None = None, replaces: dict | None = None) -> list[dict]:
+    """Add a run's record to ``records`` (default: those on disk), dropping ``replaces`` (the imported record a
+    re-score supersedes), write them, and return the new list."""
     have = read_records(out) if records is None else records
-    keep = [r for r in have if not (arm_of(r) == arm_of(rec) and r["seed"] == rec["seed"] and not r.get("per_image"))]
-    new = [*keep, rec]
+    new = [r for r in have if r != replaces] + [rec]
     write_records(out, new)
     return new
 
@@ -265,6 +263,13 @@ def _from_legacy(row: dict, args: dict | None) -> dict:
     return rec
 
 
+def _import_key(rec: dict) -> tuple:
+    """What identifies an imported run, also after it was re-scored (source "X, re-scored by ...", more digits)."""
+    val = rec.get("val") or [None]
+    return (arm_of(rec), int(rec["seed"]), str(rec.get("source", "")).split(",")[0],
+            None if val[0] is None else round(float(val[0]), 4))  # fmt: skip
+
+
 def import_legacy(out: str | os.PathLike, sources: Sequence[str | os.PathLike]) -> int:
     """Add earlier runs (benchmarks/train_study.py's JSONL, its ``QUOTED`` rows) to the study in ``out``, without
     per-image statistics (marked ``per_image: null``: they enter verdicts at seed level only). Rows already there
@@ -279,11 +284,11 @@ def import_legacy(out: str | os.PathLike, sources: Sequence[str | os.PathLike]) 
     recipes = {json.dumps({k: v for k, v in r["args"].items() if k != "seed"}, sort_keys=True) for r in rows if "args" in r}
     args = json.loads(next(iter(recipes))) if len(recipes) == 1 else None
     have = read_records(out)
-    seen = {(arm_of(r), r["seed"], r.get("source"), json.dumps(r.get("val"))) for r in have}
+    seen = {_import_key(r) for r in have}
     new = []
     for row in rows:
         rec = _from_legacy(row, args)
-        key = (arm_of(rec), rec["seed"], rec["source"], json.dumps(rec.get("val")))
+        key = _import_key(rec)
         if key not in seen:
             seen.add(key)
             new.append(rec)

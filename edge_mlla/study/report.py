@@ -41,9 +41,15 @@ class StudyReport:
     failed: list[str] = field(default_factory=list)  # runs that failed in this session (see their logs)
 
     def summary(self) -> str:
-        """The pooled verdicts in words, one per line (the other metrics when no run has a pooled score)."""
-        pooled = [v for v in self.verdicts if v.metric == "pooled"]
-        return "\n".join(v.sentence() for v in (pooled or self.verdicts))
+        """The pooled verdicts in words, one per line; the pairs without enough runs in one line at the end."""
+        return "\n".join(_sentences(self.verdicts))
+
+
+def _sentences(vs: Sequence[Verdict], metric: str = "pooled") -> list[str]:
+    ours = [v for v in vs if v.metric == metric]
+    short = [f"{v.b} vs {v.a} ({v.n_b}/{v.n_a})" for v in ours if v.low is None]
+    tail = [f"Not enough runs with a {metric} score (at least 2 seeds per arm) for: {', '.join(short)}."] if short else []
+    return [v.sentence() for v in ours if v.low is not None] + tail
 
 
 def _fmt_mean(vals: Sequence[float]) -> str:
@@ -150,7 +156,7 @@ def build_report(records: Sequence[dict], stats: Mapping[str, ImageStats], arms:
           f"Runs: `{_command(records, selected)}`; rebuild this report: `edge-mlla study --report DIR`. "
           f"Method: {METHOD_DOC}.", "", "## Verdicts (B minus A, mAP50-95 in points)", ""]  # fmt: skip
     other = [v for v in vs if v.metric != "pooled" and v.low is not None]
-    md += [f"- {v.sentence()}" for v in (pooled or vs)] + [""] + _verdict_table(pooled) + [""]
+    md += [f"- {line}" for line in _sentences(vs)] + [""] + _verdict_table(pooled) + [""]
     if other:
         md += ["Val and test on their own (seed level only; pairs with at least 2 seeds per arm):", ""]
         md += _verdict_table(other) + [""]
@@ -202,7 +208,7 @@ def plot_study(rep: StudyReport, path: str | os.PathLike, metric: str = "pooled"
     if not any(r.get(metric) for s in rep.selected.values() for r in s.values()):
         metric = "val"
     arms = list(rep.selected)
-    pairs = [v for v in rep.verdicts if v.metric == metric]
+    pairs = [v for v in rep.verdicts if v.metric == metric and v.low is not None]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1.2, 1]})
     for i, arm in enumerate(arms):
         recs = [r for r in rep.selected[arm].values() if r.get(metric)]
@@ -218,11 +224,16 @@ def plot_study(rep: StudyReport, path: str | os.PathLike, metric: str = "pooled"
     ax.set_ylabel(f"{metric} mAP50-95 (points)")
     ax.set_title("per seed (hollow: no per-image stats); mean ± 95% t interval")
     for k, v in enumerate(pairs):
-        if v.low is not None:
-            bx.errorbar(100 * (v.diff or 0), k, xerr=[[100 * (v.diff - v.low)], [100 * (v.high - v.diff)]], fmt="o",
-                        color="C3", capsize=4, lw=2)  # fmt: skip
+        d, lo, hi = 100 * (v.diff or 0.0), 100 * (v.low or 0.0), 100 * (v.high or 0.0)
+        bx.errorbar(d, k, xerr=[[d - lo], [hi - d]], fmt="o", color="C3", capsize=4, lw=2,
+                    label="95% interval of the verdict" if k == 0 else None)  # fmt: skip
         if v.bootstrap is not None:
-            bx.plot([100 * v.bootstrap[0], 100 * v.bootstrap[1]], [k + 0.15, k + 0.15], color="C7", lw=1)
+            bx.plot([100 * v.bootstrap[0], 100 * v.bootstrap[1]], [k + 0.2, k + 0.2], color="C7", lw=1,
+                    label="hierarchical bootstrap (too narrow at few seeds)" if k == 0 else None)  # fmt: skip
+    if not pairs:
+        bx.text(0.5, 0.5, "no pair has 2 seeds per arm yet", ha="center", transform=bx.transAxes)
+    else:
+        bx.legend(fontsize=7, loc="best")
     bx.axvline(0, color="k", lw=0.8)
     bx.set_yticks(range(len(pairs)), [f"{v.b.removesuffix('.yaml')} - {v.a.removesuffix('.yaml')}\n{v.outcome}"
                                       for v in pairs], fontsize=7)  # fmt: skip

@@ -167,6 +167,20 @@ def _run_processes(items: Sequence[RunSpec], where: list[str], progress: _Progre
     return failed
 
 
+def plan_study(models: Sequence[str] | str, data: str = "bccd", seeds: str | int | Sequence[int] = "0-3", *,
+               epochs: int = 50, imgsz: int = 416, batch: int = 16, out: str | os.PathLike = "runs/study",
+               runs: str | os.PathLike | None = None) -> tuple[list[dict], list[tuple[RunSpec, str]]]:  # fmt: skip
+    """The study's records so far and each of its runs with its state (done, rescore, resume, train), after
+    checking the recipe against the records and the run folders already there; :func:`study` runs this plan."""
+    models = [m.strip() for m in models.split(",")] if isinstance(models, str) else list(models)
+    if not models or not all(isinstance(m, str) and m for m in models) or len({arm_of(m) for m in models}) != len(models):
+        raise ConfigError(f"models must be distinct model yamls, e.g. yolo11n.yaml,yolo11n-mlla.yaml, got {models!r}")
+    recipe = Recipe(data_name(data), imgsz, batch, epochs)
+    records = read_records(out)
+    check_recipe(records, recipe)
+    return records, plan(models, parse_seeds(seeds), recipe, out, Path(runs if runs is not None else "runs/study"), records)
+
+
 def study(models: Sequence[str] | str, data: str = "bccd", seeds: str | int | Sequence[int] = "0-3", *, epochs: int = 50,
           imgsz: int = 416, batch: int = 16, out: str | os.PathLike = "runs/study", runs: str | os.PathLike | None = None,
           device: str | None = None, jobs: int | None = None, progress: bool = True) -> StudyReport:  # fmt: skip
@@ -188,22 +202,15 @@ def study(models: Sequence[str] | str, data: str = "bccd", seeds: str | int | Se
         >>> rep.verdicts[0].outcome  # doctest: +SKIP
         'no measurable difference'
     """
-    models = [m.strip() for m in models.split(",")] if isinstance(models, str) else list(models)
-    if not models or not all(isinstance(m, str) and m for m in models) or len({arm_of(m) for m in models}) != len(models):
-        raise ConfigError(f"models must be distinct model yamls, e.g. yolo11n.yaml,yolo11n-mlla.yaml, got {models!r}")
-    recipe = Recipe(data_name(data), imgsz, batch, epochs)
-    runs = Path(runs if runs is not None else "runs/study")
-    records = read_records(out)
-    check_recipe(records, recipe)
-    items = plan(models, parse_seeds(seeds), recipe, out, runs, records)
+    records, items = plan_study(models, data, seeds, epochs=epochs, imgsz=imgsz, batch=batch, out=out, runs=runs)
     todo = [s for s, st in items if st != "done"]
     stats = load_image_stats(out, records)
-    arms = [arm_of(m) for m in models]
+    arms = list(dict.fromkeys([arm_of(s.model) for s, _ in items] + [arm_of(r) for r in records]))  # ours first
     failed: list[str] = []
 
     def done(spec: RunSpec, rec: dict, st: ImageStats | None) -> None:
         nonlocal records
-        records = add_record(out, rec, records)
+        records = add_record(out, rec, records, spec.rescore_of)
         stats[rec["per_image"]] = st if st is not None else ImageStats.load(Path(out) / rec["per_image"])
         write_report(out, build_report(records, stats, arms))
         LOGGER.info("study: %s done: pooled mAP50-95 %.4f", spec.name, rec["pooled"][0])

@@ -22,7 +22,7 @@ from typing import Any
 
 from edge_mlla.errors import ConfigError
 from edge_mlla.study.plan import RunSpec, epochs_done
-from edge_mlla.study.records import PERIMAGE, TOOL, ImageStats, write_atomic
+from edge_mlla.study.records import PERIMAGE, TOOL, ImageStats, arm_of, write_atomic
 
 OnEpoch = Callable[[int], None]  # called with the run's epochs done so far
 
@@ -60,6 +60,8 @@ def _train(spec: RunSpec, on_epoch: OnEpoch | None) -> int | None:
 
     last = spec.run_dir / "weights" / "last.pt"
     resumed = None
+    if spec.rescore_of is not None and (spec.run_dir / "weights" / "best.pt").is_file() and not last.is_file():
+        return None  # an imported run's weights, kept without last.pt: score only
     if last.is_file():
         if _finished(last):
             return None
@@ -156,9 +158,10 @@ def _results(run_dir: Path) -> dict[str, Any]:
     time (results.csv's ``time`` is cumulative per training process: a resume restarts it, so the segments add up)."""
     import csv
 
-    rows = list(csv.DictReader((run_dir / "results.csv").open()))
+    f = run_dir / "results.csv"
+    rows = list(csv.DictReader(f.open())) if f.is_file() else []
     if not rows:
-        return {"epochs": 0, "best_epoch": None, "wall_min": None}
+        return {"epochs": None, "best_epoch": None, "wall_min": None}
     col = {k.strip(): k for k in rows[0]}
     fit = [float(r[col["metrics/mAP50-95(B)"]]) for r in rows]
     best = max(i for i, f in enumerate(fit) if f == max(fit)) + 1
@@ -167,8 +170,13 @@ def _results(run_dir: Path) -> dict[str, Any]:
     return {"epochs": len(rows), "best_epoch": best, "wall_min": round(wall / 60, 1) if times else None}
 
 
-def _model_size(best: Path) -> dict[str, Any]:
+_SIZES: dict[str, dict[str, Any]] = {}  # arm -> its size: every seed of an arm has the same architecture
+
+
+def _model_size(best: Path, arm: str) -> dict[str, Any]:
     """Parameters and GFLOPs of one 640x640 forward: torch's profiler (counts MLLA's matmuls) and thop's."""
+    if arm in _SIZES:
+        return _SIZES[arm]
     import torch
     from ultralytics import YOLO
     from ultralytics.utils.torch_utils import get_flops
@@ -176,9 +184,10 @@ def _model_size(best: Path) -> dict[str, Any]:
     m = YOLO(str(best)).model.float().eval()
     with torch.no_grad(), torch.profiler.profile(with_flops=True) as prof:
         m(torch.zeros(1, 3, 640, 640))
-    return {"params": sum(p.numel() for p in m.parameters()),
-            "gflops640": round(sum(e.flops for e in prof.key_averages()) / 1e9, 2),
-            "gflops640_thop": round(float(get_flops(m, 640)), 2)}  # fmt: skip
+    _SIZES[arm] = {"params": sum(p.numel() for p in m.parameters()),
+                   "gflops640": round(sum(e.flops for e in prof.key_averages()) / 1e9, 2),
+                   "gflops640_thop": round(float(get_flops(m, 640)), 2)}  # fmt: skip
+    return _SIZES[arm]
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -209,15 +218,22 @@ def execute(spec: RunSpec, on_epoch: OnEpoch | None = None) -> tuple[dict, Image
     st.save(Path(spec.out) / rel)
     best = spec.run_dir / "weights" / "best.pt"
     rec: dict[str, Any] = {"model": spec.model, "seed": spec.seed, "args": spec.recipe.args(spec.seed),
-                           "val_args": spec.recipe.val_args(), **scores, **_results(spec.run_dir), **_model_size(best),
+                           "val_args": spec.recipe.val_args(), **scores, **_results(spec.run_dir), **_model_size(best, arm_of(spec.model)),
                            **machine(spec.device), "jobs": spec.jobs, "ultralytics": ultralytics.__version__,
                            "torch": torch.__version__, "edge_mlla": __version__, "date": time.strftime("%Y-%m-%d"),
                            "source": TOOL, "per_image": rel, "run_dir": _rel(spec.run_dir), "weights": _rel(best),
                            "resumed_at": resumed, "python": platform.python_version()}  # fmt: skip
-    if spec.rescore_of is not None:
-        rec["note"] = f"re-scored from its weights; trained by {spec.rescore_of.get('source', 'an earlier tool')}"
-        rec["date"] = spec.rescore_of.get("date", rec["date"])
+    if spec.rescore_of is not None:  # training happened elsewhere: keep what the import knew of it
+        old = spec.rescore_of
+        rec["scored_on"] = {k: rec[k] for k in ("device", "cpu", "cores", "gpu")}
+        rec.update({k: old[k] for k in _TRAINING_FACTS if old.get(k) is not None and (rec.get(k) is None or k in _WHERE)})
+        rec["source"] = f"{old.get('source', 'imported')}, re-scored by {TOOL}"
+        rec["note"] = f"re-scored from its weights; trained by {old.get('source', 'an earlier tool')}"
     return rec, st
+
+
+_WHERE = ("device", "cpu", "cores", "gpu", "jobs", "date", "ultralytics", "torch")
+_TRAINING_FACTS = ("epochs", "best_epoch", "wall_min", *_WHERE)
 
 
 def _rel(p: Path) -> str:
