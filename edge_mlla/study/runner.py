@@ -134,6 +134,7 @@ def _run_processes(items: Sequence[RunSpec], where: list[str], progress: _Progre
     :data:`POLL_S` seconds)."""
     pending, active, failed = list(items), {}, []
     free = list(range(len(where)))
+    old_term = _term_as_interrupt()
     try:
         while pending or active:
             while pending and free:
@@ -156,15 +157,31 @@ def _run_processes(items: Sequence[RunSpec], where: list[str], progress: _Progre
                     LOGGER.error("study: %s failed (exit %s); its log: %s", spec.name, proc.returncode, log.name)
                     failed.append(spec.name)
     except KeyboardInterrupt:
-        for spec, proc, _, log in active.values():  # the children got the same Ctrl-C; give them time to save
-            with contextlib.suppress(subprocess.TimeoutExpired, ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
+        for spec, proc, _, log in active.values():  # SIGTERM: a background job ignores SIGINT; the worker stops
+            with contextlib.suppress(subprocess.TimeoutExpired, ProcessLookupError):  # between two statements
+                proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
             if proc.poll() is None:
                 proc.kill()
             log.close()
         raise
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     return failed
+
+
+def _term_as_interrupt() -> Any:
+    """While runs are in flight, a SIGTERM (``kill``) stops the study as Ctrl-C does: the children are told to stop
+    and waited for, instead of training on as orphans. Returns the previous handler (None off the main thread)."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
 
 
 def plan_study(models: Sequence[str] | str, data: str = "bccd", seeds: str | int | Sequence[int] = "0-3", *,

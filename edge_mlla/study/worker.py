@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_mlla.errors import ConfigError
-from edge_mlla.study.plan import RunSpec, epochs_done
+from edge_mlla.study.plan import RunSpec
 from edge_mlla.study.records import PERIMAGE, TOOL, ImageStats, arm_of, write_atomic
 
 OnEpoch = Callable[[int], None]  # called with the run's epochs done so far
@@ -45,11 +46,12 @@ def _run_lock(spec: RunSpec) -> Iterator[None]:
         yield
 
 
-def _finished(last: Path) -> bool:
-    """Ultralytics strips the optimizer from last.pt when training ends: a stripped last.pt is a finished run."""
+def _checkpoint_epochs(last: Path) -> int | None:
+    """Epochs a last.pt holds, or None when training finished (Ultralytics strips the optimizer at the end)."""
     from ultralytics.utils.patches import torch_load
 
-    return torch_load(last, map_location="cpu").get("optimizer") is None
+    ckpt = torch_load(last, map_location="cpu")
+    return None if ckpt.get("optimizer") is None else int(ckpt.get("epoch", -1)) + 1
 
 
 def _train(spec: RunSpec, on_epoch: OnEpoch | None) -> int | None:
@@ -63,9 +65,9 @@ def _train(spec: RunSpec, on_epoch: OnEpoch | None) -> int | None:
     if spec.rescore_of is not None and (spec.run_dir / "weights" / "best.pt").is_file() and not last.is_file():
         return None  # an imported run's weights, kept without last.pt: score only
     if last.is_file():
-        if _finished(last):
+        resumed = _checkpoint_epochs(last)
+        if resumed is None:
             return None
-        resumed = epochs_done(spec.run_dir)
         from ultralytics import YOLO
 
         yolo = YOLO(str(last))
@@ -155,11 +157,15 @@ def _score(spec: RunSpec) -> tuple[dict[str, Any], ImageStats]:
 
 def _results(run_dir: Path) -> dict[str, Any]:
     """Epochs, best epoch (Ultralytics' fitness: mAP50-95, the last epoch that reached its maximum) and training wall
-    time (results.csv's ``time`` is cumulative per training process: a resume restarts it, so the segments add up)."""
+    time (results.csv's ``time`` is cumulative per training process: a resume restarts it, so the segments add up;
+    a segment's last row may be dropped above, which under-counts at most the epoch a kill cut short)."""
     import csv
 
     f = run_dir / "results.csv"
     rows = list(csv.DictReader(f.open())) if f.is_file() else []
+    if rows:  # an epoch logged but not checkpointed before a kill is trained and logged again: keep its last row
+        key = next(k for k in rows[0] if k.strip() == "epoch")
+        rows = list({int(float(r[key])): r for r in rows}.values())
     if not rows:
         return {"epochs": None, "best_epoch": None, "wall_min": None}
     col = {k.strip(): k for k in rows[0]}
@@ -243,6 +249,10 @@ def _rel(p: Path) -> str:
         return str(p)
 
 
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m edge_mlla.study.worker SPEC.json RESULT.json``: run, then write the record to RESULT.json."""
     args = sys.argv[1:] if argv is None else argv
@@ -250,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m edge_mlla.study.worker SPEC.json RESULT.json", file=sys.stderr)
         return 2
     spec = RunSpec.from_json(Path(args[0]).read_text())
+    signal.signal(signal.SIGTERM, _stop)  # the runner stops a run with SIGTERM: end like Ctrl-C, never mid-write
     rec, _ = execute(spec)
     write_atomic(args[1], json.dumps(rec))
     return 0
