@@ -194,8 +194,9 @@ def state(spec: RunSpec, records: list[dict]) -> str:
 
 def plan(models: list[str], seeds: list[int], recipe: Recipe, out: str | os.PathLike, runs: str | os.PathLike,
          records: list[dict]) -> list[tuple[RunSpec, str]]:  # fmt: skip
-    """Every (model, seed) of the study with its state, seeds first (seed 0 of every arm, then seed 1, ...), so an
-    interrupted study is balanced across arms; run folders that exist are checked against the recipe first."""
+    """Every (model, seed) of the study with its state, in the order they will run: re-scores and resumes first
+    (work already paid for), then new runs seed by seed (seed 0 of every arm, then seed 1, ...), so a study cut short
+    stays balanced across arms. Run folders that exist are checked against the recipe first."""
     out_s, runs_s = str(Path(out).resolve()), str(Path(runs).resolve())
     items = []
     for seed in seeds:
@@ -208,4 +209,7 @@ def plan(models: list[str], seeds: list[int], recipe: Recipe, out: str | os.Path
                 old = max((r for r in records if arm_of(r) == arm_of(model) and int(r["seed"]) == seed), key=preference)
                 spec = RunSpec(model, seed, recipe, out_s, runs_s, rescore_of=old)
             items.append((spec, st))
-    return items
+    return sorted(items, key=lambda it: _ORDER[it[1]])  # stable: finish what is started, then seed by seed
+
+
+_ORDER = {"rescore": 0, "resume": 1, "train": 2, "done": 3}
