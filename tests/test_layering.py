@@ -171,3 +171,26 @@ def test_timing_is_per_call_under_threads(exported):
         assert own.infer > 0 and all(t is not None and t.images == 1 and t.infer > 0 for t in subs)
     det.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("edge_mlla-onnxruntime")]
+
+
+def test_serve_imports_ray_only_inside_itself_and_lazily():
+    """Ray is imported in edge_mlla.serve only, inside functions: `import edge_mlla.serve` (and its CLI) loads no
+    Ray, Starlette or torch; serve stays on the edge side (no export, quantize, nn or train)."""
+    for folder in PKG_DIRS.values():
+        for f in _sources(folder):
+            mods = set()
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    mods.add(node.module)
+                elif isinstance(node, ast.Import):
+                    mods |= {a.name for a in node.names}
+            in_serve = "serve" in f.relative_to(folder).parts
+            assert in_serve or not any(m == "ray" or m.startswith("ray.") for m in mods), f"{f} imports Ray"
+            if in_serve:
+                bad = {m for m in mods if m.startswith(("edge_mlla.export", "edge_mlla.quantize", "edge_mlla.nn", "edge_mlla.train"))}
+                assert not bad, f"{f.name} imports {bad}"
+    script = ("import json, sys\nimport edge_mlla.serve, edge_mlla.serve.cli, edge_mlla.serve.repository\n"
+              "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'starlette', 'torch', 'ultralytics'})))\n")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

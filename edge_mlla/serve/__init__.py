@@ -12,10 +12,13 @@ The package, one job per module:
   :func:`run` (model, replicas, batching, threads, precision, HTTP limits, token), and the replica budget.
 * :mod:`~edge_mlla.serve.codec`: the HTTP codec (image headers, decoding, JSON detections, JSON errors,
   the deadline- and size-bounded body reader, the token check).
+* :mod:`~edge_mlla.serve.guard`: the ASGI guard :func:`run` installs in Serve's HTTP proxy: bodies are read
+  there, within ``body_timeout_s`` and ``max_bytes``, before a replica sees the request; errors become JSON.
 * :mod:`~edge_mlla.serve.batching`: :class:`GreedyBatcher` (``batcher="greedy"``).
 * :mod:`~edge_mlla.serve.deployment`: :class:`DetectorDeployment`, the replica (handle API and HTTP routes).
-* :mod:`~edge_mlla.serve.app`: :func:`build_app`. :mod:`~edge_mlla.serve.lifecycle`: starting and stopping
-  Ray and Serve (:func:`run`, :class:`Server`). :mod:`~edge_mlla.serve.client`: :class:`HTTPClient` and
+* :mod:`~edge_mlla.serve.app`: :func:`build_app`. :mod:`~edge_mlla.serve.raystart`: starting Ray on loopback
+  only, or joining a cluster. :mod:`~edge_mlla.serve.lifecycle`: :func:`run` and :class:`Server`, stopping cleanly
+  at any moment with :mod:`~edge_mlla.serve.processes`. :mod:`~edge_mlla.serve.client`: :class:`HTTPClient` and
   :class:`RemoteDetector`, both retrying what a lost replica failed. :mod:`~edge_mlla.serve.streams`:
   :func:`serve_streams`. :mod:`~edge_mlla.serve.repository`: :func:`export_repo`. :mod:`~edge_mlla.serve.cli`:
   the ``serve``, ``serve-streams`` and ``export-repo`` commands.

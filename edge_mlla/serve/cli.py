@@ -46,9 +46,13 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 
 
 def _cmd_serve_streams(a: argparse.Namespace) -> int:
+    import logging
+
     from edge_mlla.errors import ConfigError
     from edge_mlla.serve import run, serve_streams
 
+    if not getattr(a, "verbose", False):  # the table says it all; per-source state changes only with -v
+        logging.getLogger("edge_mlla").setLevel(logging.WARNING)
     if sum(x is not None for x in (a.url, a.address, a.model)) != 1:
         raise ConfigError("give exactly one of --url (HTTP server), --address (Ray cluster, handle) or --model (start one here)")
     server = None
@@ -58,7 +62,7 @@ def _cmd_serve_streams(a: argparse.Namespace) -> int:
         url = server.url if a.http else None
     try:
         report = serve_streams(a.sources, url=url, app=a.app, address=address, duration_s=a.duration,
-                               max_frames=a.max_frames, encoding=a.encoding)  # fmt: skip
+                               max_frames=a.max_frames, encoding=a.encoding, give_up_s=a.give_up)  # fmt: skip
     finally:
         if server is not None:
             server.shutdown()
@@ -66,10 +70,10 @@ def _cmd_serve_streams(a: argparse.Namespace) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         print(f"report: {a.json}")
-    failed = sum(s.errors for s in report.sources)
-    if failed:
-        print(f"edge-mlla serve-streams: {failed} frame(s) failed (see the errors column)", file=sys.stderr)
-    return 1 if failed else 0
+    if report.failed:
+        why = " (gave up: the server stopped answering)" if report.gave_up else ""
+        print(f"edge-mlla serve-streams: {report.failed} frame(s) failed{why}", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def _cmd_export_repo(a: argparse.Namespace) -> int:
@@ -134,6 +138,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--max-frames", type=int, default=None, help="stop each source after this many frames")
     p.add_argument("--encoding", choices=["jpeg", "png"], default="jpeg", help="HTTP frame encoding")
+    p.add_argument("--give-up", type=float, default=30.0, help="stop when the server has not answered for this many "
+                   "seconds (exit 1; frames that failed also make the exit status 1)")  # fmt: skip
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.set_defaults(fn=_cmd_serve_streams)
 

@@ -10,17 +10,20 @@ import http.client
 import json
 import logging
 import os
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_mlla.errors import ConfigError, InputTypeError, MissingFileError, ServeError
+from edge_mlla.errors import ConfigError, InputTypeError, MissingFileError, ServeError, ShapeError
 from edge_mlla.results import Detections
+from edge_mlla.serve.codec import detections_from_json
 from edge_mlla.serve.config import APP_NAME
 
 LOGGER = logging.getLogger("edge_mlla.serve")
@@ -161,37 +164,109 @@ class HTTPClient:
             self._conn = None
 
 
-class RemoteDetector:
-    """A ``Detector``-like client of a running app, over Ray Serve's ``DeploymentHandle``.
+class _Handle:
+    """Ray Serve's handle to an app: arrays through Ray's object store."""
 
-    Needs a Ray connection (``address=`` joins a cluster; in the process that ran :func:`~edge_mlla.serve.run`
-    it is already there). Arrays travel through Ray's object store; paths and bytes are sent encoded. A call a
-    lost replica failed is retried (``retry``) on the others.
-
-    Example:
-        >>> rd = RemoteDetector("edge_mlla")          # doctest: +SKIP
-        >>> d = rd(frame)                             # doctest: +SKIP
-        >>> d.xyxy, d.class_name, d.timing            # doctest: +SKIP
-        >>> rd([frame1, frame2])    # sent concurrently, batched by Serve   # doctest: +SKIP
-    """
-
-    def __init__(self, app: str = APP_NAME, address: str | None = None, timeout_s: float = 60.0,
-                 retry: Retry | None = None, sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+    def __init__(self, app: str, address: str | None, timeout_s: float) -> None:
         from edge_mlla.serve.app import import_ray
 
         ray, serve = import_ray()
         if not ray.is_initialized():
             if not address:
-                raise ServeError("Ray is not initialized; pass address='auto' (or HEAD:6379) to join the cluster running the app")
-            from edge_mlla.serve.lifecycle import start_ray
+                raise ServeError("Ray is not initialized; pass address='auto' (or HEAD:6379) to join the cluster running "
+                                 "the app, or url='http://HOST:PORT/' to use HTTP")  # fmt: skip
+            from edge_mlla.serve.raystart import start_ray
 
             start_ray(address)
         try:
-            self._handle = serve.get_app_handle(app)
+            self.handle = serve.get_app_handle(app)
         except Exception as e:
             raise ServeError(f"no Serve app named {app!r} on this Ray cluster ({e}); start it with edge-mlla serve") from e
-        self.app, self.timeout_s, self.retry, self._sleep = app, float(timeout_s), retry or Retry(), sleep
-        self.retries = 0
+        self.timeout_s = timeout_s
+
+    def send(self, payload: np.ndarray | bytes) -> Any:
+        return self.handle.detect.remote(payload)
+
+    def result(self, sent: Any) -> Detections:
+        return sent.result(timeout_s=self.timeout_s)
+
+    def info(self) -> dict[str, Any]:
+        return self.handle.info.remote().result(timeout_s=self.timeout_s)
+
+
+class _HTTP:
+    """HTTP to an app's URL: arrays encoded as JPEG (quality 90) or lossless PNG; one keep-alive client per thread."""
+
+    def __init__(self, url: str, timeout_s: float, token: str | None, encoding: str) -> None:
+        if encoding not in ("jpeg", "png"):
+            raise ConfigError(f"encoding must be 'jpeg' or 'png', got {encoding!r}")
+        HTTPClient(url)  # checks the URL now
+        self.url, self.timeout_s, self.token, self.encoding = url, timeout_s, token, encoding
+        self._local = threading.local()
+        self._clients: list[HTTPClient] = []
+
+    def client(self) -> HTTPClient:
+        c = getattr(self._local, "client", None)
+        if c is None:  # retries are the RemoteDetector's: one policy for both transports
+            c = self._local.client = HTTPClient(self.url, self.timeout_s, retry=Retry(tries=0), token=self.token)
+            self._clients.append(c)
+        return c
+
+    def send(self, payload: np.ndarray | bytes) -> tuple[bytes, str]:
+        if isinstance(payload, np.ndarray):
+            import cv2
+
+            png = self.encoding == "png"
+            ok, buf = cv2.imencode(".png" if png else ".jpg", payload,
+                                   [cv2.IMWRITE_PNG_COMPRESSION, 1] if png else [cv2.IMWRITE_JPEG_QUALITY, 90])  # fmt: skip
+            if not ok:
+                raise ShapeError(f"could not encode a {payload.shape} {payload.dtype} array as {self.encoding}")
+            return buf.tobytes(), "image/png" if png else "image/jpeg"
+        return payload, "image/png" if payload[:4] == b"\x89PNG" else "image/jpeg"
+
+    def result(self, sent: tuple[bytes, str]) -> Detections:
+        return detections_from_json(self.client().post_bytes(*sent))
+
+    def info(self) -> dict[str, Any]:
+        return self.client().get_json("info")
+
+    def close(self) -> None:
+        for c in self._clients:
+            c.close()
+
+
+class RemoteDetector:
+    """A ``Detector``-like client of a served app: over Ray Serve's ``DeploymentHandle`` (``app``, ``address``) or
+    over HTTP (``url``), with the same calls as a local :class:`~edge_mlla.Detector`.
+
+    ``rd(image)`` / ``rd.predict(images)`` return :class:`~edge_mlla.results.Detections`; ``rd.submit(image)``
+    returns a ``concurrent.futures.Future``, so a ``RemoteDetector`` drives a
+    :class:`~edge_mlla.stream.StreamRunner` like a local one (``batch`` is 1: the server batches). A call a lost
+    replica failed is retried (``retry``, back-off through ``sleep``) on the others. The handle needs a Ray
+    connection (``address=`` joins a cluster; in the process that ran :func:`~edge_mlla.serve.run` it is there);
+    HTTP needs none, and sends arrays as JPEG (or ``encoding="png"``, lossless) with the ``token`` if set.
+
+    Example:
+        >>> rd = RemoteDetector("edge_mlla")                          # doctest: +SKIP
+        >>> d = rd(frame)                                             # doctest: +SKIP
+        >>> rd([frame1, frame2])    # sent concurrently, batched by Serve   # doctest: +SKIP
+        >>> web = RemoteDetector(url="http://127.0.0.1:8000/")        # doctest: +SKIP
+        >>> for r in StreamRunner(web, ["cam1.mp4", "rtsp://cam2/live"]): ...   # doctest: +SKIP
+    """
+
+    batch = 1
+
+    def __init__(self, app: str = APP_NAME, address: str | None = None, timeout_s: float = 60.0,
+                 retry: Retry | None = None, *, url: str | None = None, token: str | None = None,
+                 encoding: str = "jpeg", workers: int = 8, sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+        self.app, self.url, self.timeout_s = app, url, float(timeout_s)
+        self.retry, self._sleep, self.retries = retry or Retry(), sleep, 0
+        token = token if token is not None else os.environ.get("EDGE_MLLA_TOKEN") or None
+        self._t: Any = _HTTP(url, self.timeout_s, token, encoding) if url else _Handle(app, address, self.timeout_s)
+        self._workers = max(1, int(workers))
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._info: dict[str, Any] | None = None
 
     @staticmethod
     def _payload(image: Any) -> np.ndarray | bytes:
@@ -204,37 +279,74 @@ class RemoteDetector:
             return image if not isinstance(image, bytearray) else bytes(image)
         raise InputTypeError(f"image has type {type(image).__name__}; expected a BGR uint8 array, a path, or JPEG/PNG bytes")
 
-    def submit(self, image: Any) -> Any:
-        """Send one image; returns a ``DeploymentResponse`` (``.result()`` -> Detections), not retried."""
-        return self._handle.detect.remote(self._payload(image))
-
-    def _result(self, payload: Any, response: Any) -> Detections:
+    def _finish(self, payload: Any, sent: Any) -> Detections:
         attempt = 0
         while True:
             try:
-                return response.result(timeout_s=self.timeout_s)
+                return self._t.result(sent)
             except Exception as e:
                 if attempt >= self.retry.tries or not retryable(e):
                     raise
                 self._sleep(self.retry.delay(attempt))
                 attempt += 1
                 self.retries += 1
-                response = self._handle.detect.remote(payload)
+                sent = self._t.send(payload)
 
     def predict(self, images: Any) -> Detections | list[Detections]:
         """Detections for an image (array, path, bytes) or a list of them (sent concurrently)."""
         if isinstance(images, (list, tuple)):
             payloads = [self._payload(im) for im in images]
-            responses = [self._handle.detect.remote(p) for p in payloads]
-            return [self._result(p, r) for p, r in zip(payloads, responses)]
+            if self.url:
+                return [f.result() for f in [self.submit(p) for p in payloads]]
+            sent = [self._t.send(p) for p in payloads]
+            return [self._finish(p, s) for p, s in zip(payloads, sent)]
         payload = self._payload(images)
-        return self._result(payload, self._handle.detect.remote(payload))
+        return self._finish(payload, self._t.send(payload))
 
     __call__ = predict
 
+    def submit(self, image: Any) -> Future:
+        """Send one image without waiting; a ``concurrent.futures.Future`` of its :class:`Detections`."""
+        payload = self._payload(image)
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="edge_mlla-remote")
+            pool = self._pool
+        return pool.submit(lambda: self._finish(payload, self._t.send(payload)))
+
     def info(self) -> dict[str, Any]:
         """Model (with the precision that runs) and serving settings, of the replica that answers."""
-        return self._handle.info.remote().result(timeout_s=self.timeout_s)
+        return self._t.info()
+
+    def _model(self) -> dict[str, Any]:
+        if self._info is None:
+            self._info = self.info()
+        return self._info["model"]
+
+    @property
+    def names(self) -> dict[int, str]:
+        """Class id -> name, as the served model says."""
+        return {int(k): v for k, v in self._model()["names"].items()}
+
+    @property
+    def precision(self) -> str:
+        """The precision the replicas run (``f32``, ``bf16``, ...)."""
+        return self._model()["precision"]
+
+    def close(self) -> None:
+        """Stop the submit threads and close HTTP connections. Safe to call twice."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        if isinstance(self._t, _HTTP):
+            self._t.close()
+
+    def __enter__(self) -> RemoteDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 __all__ = ["HTTPClient", "RemoteDetector", "RemoteError", "Retry", "retryable"]

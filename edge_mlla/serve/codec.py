@@ -254,6 +254,8 @@ async def read_body(receive: Receive, headers: Mapping[str, str], max_bytes: int
             if remaining <= 0:
                 raise asyncio.TimeoutError
             message = await asyncio.wait_for(receive(), remaining)
+            if clock() > deadline:  # arrived, but after the deadline
+                raise asyncio.TimeoutError
         except asyncio.TimeoutError:
             raise HTTPError(408, "body_timeout", f"the request body did not arrive within {timeout_s:g} s "
                                                  f"({total} bytes read); send the whole body at once (body_timeout_s)") from None  # fmt: skip

@@ -63,7 +63,9 @@ class DetectorDeployment:
         from ray import serve
 
         from edge_mlla.detector import Detector
+        from edge_mlla.serve.raystart import keep_replica_grpc_local
 
+        keep_replica_grpc_local()  # before Serve starts this replica's gRPC server, which binds every interface
         self.config = config
         self._tmp: str | None = None
         path = Path(config.model)

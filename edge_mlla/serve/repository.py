@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from edge_mlla.errors import ConfigError, InputTypeError, MissingFileError, ModelFileError, OutputNotWritableError
+from edge_mlla.serve.config import positive_int
 
 LOGGER = logging.getLogger("edge_mlla.serve.repository")
 
@@ -283,15 +284,7 @@ def export_repo(
         >>> export_repo("best_openvino_model/best.xml", format="ovms", output="models")   # doctest: +SKIP
         PosixPath('models/best')
     """
-    if format not in FORMATS:
-        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    for value, what in ((max_batch, "max_batch"), (instances, "instances"), (version, "version")):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"{what} must be an integer >= 1, got {value!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
-        raise ConfigError(f"threads must be an integer >= 1 or None, got {threads!r}")
-    if kind.lower() not in ("cpu", "gpu"):
-        raise ConfigError(f"kind must be 'cpu' or 'gpu', got {kind!r}")
+    _check_args(format, kind, threads, max_batch=max_batch, instances=instances, version=version)
     m = read_model(model)
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", m.path.stem)
     if not _NAME_RE.match(name):
@@ -330,6 +323,17 @@ def export_repo(
                 "dynamic" if m.dynamic_batch else f"fixed {m.inputs[0].shape[0]}",
                 f", max_batch_size {max_batch}" if format == "triton" and m.dynamic_batch else "")  # fmt: skip
     return final
+
+
+def _check_args(format: str, kind: str, threads: int | None, **counts: Any) -> None:
+    if format not in FORMATS:
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    for what, value in counts.items():
+        positive_int(value, what)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise ConfigError(f"threads must be an integer >= 1 or None, got {threads!r}")
+    if kind.lower() not in ("cpu", "gpu"):
+        raise ConfigError(f"kind must be 'cpu' or 'gpu', got {kind!r}")
 
 
 def _update_ovms_config(path: Path, entry: dict[str, Any]) -> None:

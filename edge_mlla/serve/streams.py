@@ -1,5 +1,12 @@
-"""Many cameras against one served Detector: :func:`serve_streams` sends K sources to an app over HTTP or the
-handle and reports per-source counts, FPS and latency."""
+"""Many cameras against one served Detector: :func:`serve_streams` runs the stream layer's
+:class:`~edge_mlla.stream.StreamRunner` over K sources with a :class:`~edge_mlla.serve.RemoteDetector` (HTTP or
+the handle) and reports per-source counts, failures, FPS and latency.
+
+Files are read frame by frame (every frame, back-pressured by the server); cameras and URLs keep only their newest
+frame (stale ones are dropped and counted) and reconnect as the runner does. A frame the server fails after the
+client's retries is counted as failed (in the report, not in a log line per frame) and the run goes on; when nothing
+has answered for ``give_up_s`` seconds the run gives up with one warning (``StreamsReport.gave_up`` says why).
+"""
 
 from __future__ import annotations
 
@@ -8,28 +15,23 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
-from edge_mlla.errors import ConfigError, ImageReadError, InputTypeError
+from edge_mlla.errors import ConfigError, InputTypeError
 from edge_mlla.results import Detections
-from edge_mlla.serve.client import HTTPClient, RemoteDetector, Retry, retryable
-from edge_mlla.serve.codec import detections_from_json
-from edge_mlla.serve.config import APP_NAME, positive_int
+from edge_mlla.serve.client import RemoteDetector, Retry
+from edge_mlla.serve.config import APP_NAME, positive_int, positive_seconds
 
 LOGGER = logging.getLogger("edge_mlla.serve")
 
 
 def open_capture(source: Any, open_timeout: float | None = 10.0, read_timeout: float | None = 5.0) -> tuple[Any, bool, str]:
-    """Open a camera index, video file, image folder or stream URL; returns ``(capture, live, label)``.
-
-    The same rule as the stream runner's (:func:`edge_mlla.stream.open_source`: open and read timeouts, so a
-    dead RTSP camera cannot hang a client; URL passwords masked in ``label``). Cameras and URLs are live
-    (latest-frame policy); files and folders are read frame by frame. An object with ``read()``/``release()``
-    is used as is (live unless it has ``live = False``).
+    """Open a camera index, video file, image folder or stream URL; returns ``(capture, live, label)``, by the
+    stream layer's rule (:func:`edge_mlla.stream.open_source`; URL passwords masked in ``label``).
 
     Example:
         >>> open_capture("missing.mp4")
@@ -39,15 +41,13 @@ def open_capture(source: Any, open_timeout: float | None = 10.0, read_timeout: f
     """
     from edge_mlla.stream import open_source, source_name
 
-    if hasattr(source, "read") and hasattr(source, "release"):
-        return source, bool(getattr(source, "live", True)), getattr(source, "label", type(source).__name__)
     cap, live = open_source(source, open_timeout=open_timeout, read_timeout=read_timeout)
     return cap, live, source_name(source)
 
 
 @dataclass
 class FrameResult:
-    """One answered frame of one source."""
+    """One answered frame of one source (``latency_s``: from the frame's read to its answer)."""
 
     source: int
     frame: int
@@ -57,16 +57,16 @@ class FrameResult:
 
 @dataclass
 class SourceStats:
-    """Per-source counters: ``read`` = ``processed`` + ``dropped`` (+ ``errors``) once finished."""
+    """One source's counts: ``read`` = ``processed`` + ``dropped`` + ``errors`` once finished (``errors``: frames the
+    server failed after the client's retries); from the runner's statistics plus the failures seen here."""
 
     source: str
     live: bool
     read: int = 0
-    sent: int = 0
     processed: int = 0
     dropped: int = 0
     errors: int = 0
-    retries: int = 0
+    reconnects: int = 0
     boxes: int = 0
     elapsed_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
@@ -75,181 +75,110 @@ class SourceStats:
 
     @property
     def fps(self) -> float:
-        """Answered frames per second over the source's run time."""
+        """Answered frames per second over the run."""
         return self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready counters, FPS and latency percentiles (ms)."""
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
-        d = {k: v for k, v in asdict(self).items() if k not in ("latencies_ms", "results")}
-        return d | {"fps": round(self.fps, 2), "p50_ms": round(float(np.percentile(lat, 50)), 1),
-                    "p99_ms": round(float(np.percentile(lat, 99)), 1)}  # fmt: skip
+        keys = ("source", "live", "read", "processed", "dropped", "errors", "reconnects", "boxes", "last_error")
+        return {k: getattr(self, k) for k in keys} | {"elapsed_s": round(self.elapsed_s, 3), "fps": round(self.fps, 2),
+                                                       "p50_ms": round(float(np.percentile(lat, 50)), 1),
+                                                       "p99_ms": round(float(np.percentile(lat, 99)), 1)}  # fmt: skip
 
 
 @dataclass
 class StreamsReport:
-    """What :func:`serve_streams` measured: per-source stats and the aggregate."""
+    """What :func:`serve_streams` measured: per-source stats, the aggregate, the client's retries, and why it
+    gave up (empty when it did not)."""
 
     sources: list[SourceStats]
     elapsed_s: float
     transport: str
+    retries: int = 0
+    gave_up: str = ""
 
     @property
     def fps(self) -> float:
         """All sources' answered frames per second."""
         return sum(s.processed for s in self.sources) / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    @property
+    def failed(self) -> int:
+        """Frames the server failed (after retries), all sources."""
+        return sum(s.errors for s in self.sources)
+
     def table(self) -> str:
         """A Markdown table, one row per source plus the total."""
-        rows = ["| source | live | read | processed | dropped | errors | retries | boxes | FPS | p50 ms | p99 ms |",
-                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        rows = ["| source | live | read | processed | dropped | failed | boxes | FPS | p50 ms | p99 ms |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for s in self.sources:
             m = s.summary()
             rows.append(f"| {s.source} | {'yes' if s.live else 'no'} | {s.read} | {s.processed} | {s.dropped} | {s.errors} "
-                        f"| {s.retries} | {s.boxes} | {m['fps']:.1f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} |")  # fmt: skip
-        tot = lambda k: sum(getattr(s, k) for s in self.sources)
-        rows.append(f"| all ({self.transport}) | | {tot('read')} | {tot('processed')} | {tot('dropped')} | {tot('errors')} "
-                    f"| {tot('retries')} | {tot('boxes')} | {self.fps:.1f} | | |")  # fmt: skip
+                        f"| {s.boxes} | {m['fps']:.1f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} |")  # fmt: skip
+        tot = lambda k: sum(getattr(s, k) for s in self.sources)  # noqa: E731
+        rows.append(f"| all ({self.transport}, {self.retries} retries) | | {tot('read')} | {tot('processed')} "
+                    f"| {tot('dropped')} | {tot('errors')} | {tot('boxes')} | {self.fps:.1f} | | |")  # fmt: skip
         return "\n".join(rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {"transport": self.transport, "elapsed_s": round(self.elapsed_s, 3), "fps": round(self.fps, 2),
+                "retries": self.retries, "failed": self.failed, "gave_up": self.gave_up,
                 "sources": [s.summary() for s in self.sources]}  # fmt: skip
 
 
-class _LatestFrame:
-    """Capture thread for a live source: keeps only the newest frame; overwritten frames count as dropped."""
+class _Failed(Detections):
+    """What a frame the server failed yields through the runner: no boxes, and the error."""
 
-    def __init__(self, cap: Any, stats: SourceStats, stop: threading.Event) -> None:
-        self.cap, self.stats, self.stop = cap, stats, stop
-        self.halt = threading.Event()  # this source only
-        self.cond = threading.Condition()
-        self.frame: tuple[int, np.ndarray] | None = None
-        self.done = False
-        self.thread = threading.Thread(target=self._loop, daemon=True, name="edge_mlla-capture")
-        self.thread.start()
-
-    def _loop(self) -> None:
-        try:
-            while not (self.stop.is_set() or self.halt.is_set()):
-                ok, img = self.cap.read()
-                if not ok or img is None:
-                    break
-                with self.cond:
-                    if self.frame is not None:
-                        self.stats.dropped += 1
-                    self.frame = (self.stats.read, img)
-                    self.stats.read += 1
-                    self.cond.notify()
-        finally:
-            with self.cond:
-                self.done = True
-                self.cond.notify()
-
-    def next(self) -> tuple[int, np.ndarray] | None:
-        with self.cond:
-            while self.frame is None and not self.done and not self.stop.is_set():
-                self.cond.wait(0.1)
-            item, self.frame = self.frame, None
-            return item
-
-    def close(self, stats: SourceStats) -> None:
-        """The sender is done (max_frames, end, stop): stop the capture thread; a frame read but never sent
-        counts as dropped."""
-        self.halt.set()
-        self.thread.join(timeout=5.0)
-        with self.cond:
-            if self.frame is not None:
-                stats.dropped += 1
-                self.frame = None
+    error: str = ""
 
 
-@dataclass
-class _Plan:
-    """What every sender shares: where frames go, how they are encoded, when to stop."""
+class _Tolerant:
+    """The detector the runner sees: a :class:`RemoteDetector` whose failures become :class:`_Failed` results (the run
+    goes on), watching for an outage: nothing answered for ``give_up_s`` seconds (``clock``) sets :attr:`gave_up`."""
 
-    url: str | None
-    remote: RemoteDetector | None
-    encoding: str
-    jpeg_quality: int
-    retry: Retry
-    timeout_s: float
-    max_frames: int | None
-    keep_results: bool
-    on_result: Callable[[FrameResult], None] | None
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    batch = 1
 
-    def send(self, client: HTTPClient | None, img: np.ndarray) -> Detections:
-        if client is not None:
-            jpeg = self.encoding == "jpeg"
-            ext, params = (".jpg", [cv2.IMWRITE_JPEG_QUALITY, int(self.jpeg_quality)]) if jpeg else (".png", [cv2.IMWRITE_PNG_COMPRESSION, 1])
-            ok, buf = cv2.imencode(ext, img, params)
-            if not ok:
-                raise ImageReadError(f"could not encode a {img.shape} frame as {self.encoding}")
-            return detections_from_json(client.post_bytes(buf.tobytes(), "image/jpeg" if jpeg else "image/png"))
-        return self.remote.predict(img)
+    def __init__(self, remote: RemoteDetector, give_up_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.remote, self.give_up_s, self.clock = remote, give_up_s, clock
+        self.last_ok = clock()
+        self.failed = 0
+        self.gave_up = ""
+        self.outage = threading.Event()
 
+    def submit(self, frame: np.ndarray) -> Future:
+        out: Future = Future()
 
-def _next_frame(cap: Any, latest: _LatestFrame | None, st: SourceStats) -> tuple[int, np.ndarray] | None:
-    if latest is not None:
-        return latest.next()
-    ok, img = cap.read()
-    if not ok or img is None:
-        return None
-    st.read += 1
-    return st.read - 1, img
-
-
-def _send_source(plan: _Plan, i: int, cap: Any, live: bool, st: SourceStats) -> None:
-    """One source's sender thread: read, send (the client retries what a lost replica failed), record."""
-    client = HTTPClient(plan.url, plan.timeout_s, retry=plan.retry) if plan.url else None
-    latest = _LatestFrame(cap, st, plan.stop) if live else None
-    t_start = time.perf_counter()
-    try:
-        while not plan.stop.is_set() and (plan.max_frames is None or st.sent < plan.max_frames):
-            item = _next_frame(cap, latest, st)
-            if item is None:
-                break
-            idx, img = item
-            st.sent += 1
-            t0 = time.perf_counter()
+        def done(f: Future) -> None:
             try:
-                d = plan.send(client, img)
-            except Exception as e:  # counted and recorded; the source goes on
-                st.errors += 1
-                st.last_error = f"{type(e).__name__}: {e}"[:300]
-                LOGGER.warning("source %s frame %d failed: %s", st.source, idx, st.last_error)
-                continue
-            lat = time.perf_counter() - t0
-            st.processed += 1
-            st.boxes += len(d)
-            st.latencies_ms.append(1000 * lat)
-            res = FrameResult(i, idx, d, lat)
-            if plan.keep_results:
-                st.results.append(res)
-            if plan.on_result is not None:
-                with plan.lock:
-                    plan.on_result(res)
-    finally:
-        st.elapsed_s = time.perf_counter() - t_start
-        st.retries = (client.retries if client is not None else 0)
-        if latest is not None:
-            latest.close(st)
-        if client is not None:
-            client.close()
+                out.set_result(f.result())
+                self.last_ok = self.clock()
+            except Exception as e:  # counted by the caller from the result
+                out.set_result(self._failure(e))
+
+        self.remote.submit(frame).add_done_callback(done)
+        return out
+
+    def _failure(self, e: Exception) -> _Failed:
+        self.failed += 1
+        error = f"{type(e).__name__}: {e}"[:300]
+        LOGGER.debug("a frame failed after %d retries: %s", self.remote.retry.tries, error)
+        down = self.clock() - self.last_ok
+        if down >= self.give_up_s and not self.gave_up:
+            self.gave_up = f"no answer for {down:.0f} s ({self.failed} frames failed; last: {error}); giving up"
+            self.outage.set()
+        failed = _Failed(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        failed.error = error
+        return failed
 
 
-def _open_all(sources: Sequence[Any]) -> list[tuple[Any, bool, str]]:
-    opened: list[tuple[Any, bool, str]] = []
-    try:
-        for s in sources:
-            opened.append(open_capture(s))
-    except BaseException:
-        for cap, _, _ in opened:
-            cap.release()
-        raise
-    return opened
+def _check(sources: Sequence[Any], max_frames: int | None, duration_s: float | None) -> None:
+    if isinstance(sources, (str, int, os.PathLike)) or not sources:
+        raise InputTypeError("sources must be a non-empty list of camera indexes, video paths, image folders or URLs")
+    if max_frames is not None:
+        positive_int(max_frames, "max_frames")
+    if duration_s is not None:
+        positive_seconds(duration_s, "duration_s")
 
 
 def serve_streams(
@@ -261,67 +190,85 @@ def serve_streams(
     duration_s: float | None = None,
     max_frames: int | None = None,
     encoding: str = "jpeg",
-    jpeg_quality: int = 90,
     retry: Retry | None = None,
-    timeout_s: float = 60.0,
+    give_up_s: float = 30.0,
     keep_results: bool = False,
     on_result: Callable[[FrameResult], None] | None = None,
 ) -> StreamsReport:
-    """Send frames of K sources to a served Detector, one sender thread per source, and measure.
+    """Send frames of K sources to a served Detector through a :class:`~edge_mlla.stream.StreamRunner` and measure.
 
-    Files are read frame by frame (every frame, back-pressured by the server); cameras and URLs
-    through a capture thread that keeps only the latest frame (stale frames are dropped and counted).
-    With ``url`` frames go over HTTP (encoded as ``encoding``: ``jpeg`` or lossless ``png``);
-    without it through :class:`RemoteDetector` (``app``, ``address``) as raw arrays. A request a lost
-    replica failed is retried (``retry``); retries and final failures are counted per source. Stops at
-    ``duration_s``, after ``max_frames`` per source, or when every source ends.
+    With ``url`` frames go over HTTP (``encoding``: ``jpeg`` q90 or lossless ``png``); without it through Ray's
+    handle (``app``, ``address``) as arrays. A request a lost replica failed is retried (``retry``); a frame that
+    still fails is counted (``errors``) and the run goes on, until nothing has answered for ``give_up_s`` seconds:
+    then it stops with one warning and ``report.gave_up`` says why. Stops at ``duration_s``, after ``max_frames``
+    per source, or when every source ends.
 
     Example:
         >>> rep = serve_streams(["cam1.mp4", "cam2.mp4", 0], url="http://127.0.0.1:8000/", duration_s=30)  # doctest: +SKIP
         >>> print(rep.table())                                                                          # doctest: +SKIP
     """
-    if isinstance(sources, (str, int, os.PathLike)) or not sources:
-        raise InputTypeError("sources must be a non-empty list of camera indexes, video paths, image folders or URLs")
+    from edge_mlla.stream import Reconnect, StreamRunner
+
+    _check(sources, max_frames, duration_s)
+    positive_seconds(give_up_s, "give_up_s")
     if encoding not in ("jpeg", "png"):
         raise ConfigError(f"encoding must be 'jpeg' or 'png', got {encoding!r}")
-    if max_frames is not None:
-        max_frames = positive_int(max_frames, "max_frames")
-    if duration_s is not None and (not isinstance(duration_s, (int, float)) or duration_s <= 0):
-        raise ConfigError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
-    if url:
-        HTTPClient(url)  # validates the URL
-    remote = None if url else RemoteDetector(app, address=address, timeout_s=timeout_s, retry=retry)
-    plan = _Plan(url, remote, encoding, jpeg_quality, retry or Retry(), timeout_s, max_frames, keep_results, on_result)
-    opened = _open_all(sources)
-    stats = [SourceStats(label, live) for _, live, label in opened]
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=_send_source, args=(plan, i, cap, live, stats[i]), daemon=True,
-                                name=f"edge_mlla-stream{i}") for i, (cap, live, _) in enumerate(opened)]  # fmt: skip
-    for t in threads:
-        t.start()
+    k = len(sources)
+    remote = RemoteDetector(app, address=address, retry=retry, url=url, encoding=encoding, workers=k + 1)
+    det = _Tolerant(remote, give_up_s)
     try:
-        _join(threads, plan.stop, None if duration_s is None else t0 + duration_s)
+        runner = StreamRunner(det, list(sources), max_inflight=k + 1, max_frames=max_frames,
+                              reconnect=Reconnect(max_tries=3))  # fmt: skip
+        stats = [SourceStats(s.name, s.live) for s in runner.sources]
+        stop = threading.Event()
+        watcher = threading.Thread(target=_watch, args=(runner, det.outage, stop, duration_s), daemon=True)
+        watcher.start()
+        t0 = time.perf_counter()
+        try:
+            for r in runner:
+                _record(stats[r.source], r, keep_results, on_result)
+        finally:
+            stop.set()
+            runner.stop()
+        elapsed = time.perf_counter() - t0
     finally:
-        plan.stop.set()
-        for cap, _, _ in opened:
-            cap.release()
-    report = StreamsReport(stats, time.perf_counter() - t0, "http" if url else "handle")
-    LOGGER.info("streams: %d sources, %.1f FPS total over %.1f s (%s)", len(stats), report.fps, report.elapsed_s, report.transport)
+        remote.close()
+    report = _report(runner, stats, elapsed, "http" if url else "handle", remote.retries, det.gave_up)
+    if det.gave_up:
+        LOGGER.warning("serve-streams: %s", det.gave_up)
+    LOGGER.info("streams: %d sources, %.1f FPS total over %.1f s (%s)", k, report.fps, report.elapsed_s, report.transport)
     return report
 
 
-def _join(threads: list[threading.Thread], stop: threading.Event, deadline: float | None) -> None:
-    try:
-        for t in threads:
-            while t.is_alive():
-                remaining = None if deadline is None else deadline - time.perf_counter()
-                if remaining is not None and remaining <= 0:
-                    stop.set()
-                t.join(timeout=0.2 if remaining is None else max(0.01, min(0.2, remaining)))
-    except KeyboardInterrupt:
-        stop.set()
-        for t in threads:
-            t.join(timeout=10.0)
+def _watch(runner: Any, outage: threading.Event, stop: threading.Event, duration_s: float | None) -> None:
+    """Stop the runner at ``duration_s`` or on an outage, whichever comes first (or never, once ``stop`` is set)."""
+    deadline = None if duration_s is None else time.monotonic() + duration_s
+    while not stop.is_set():
+        if outage.wait(0.1) or (deadline is not None and time.monotonic() >= deadline):
+            runner.stop()
+            return
+
+
+def _record(st: SourceStats, r: Any, keep: bool, on_result: Callable[[FrameResult], None] | None) -> None:
+    if isinstance(r.detections, _Failed):
+        st.errors += 1
+        st.last_error = r.detections.error
+        return
+    st.boxes += len(r.detections)
+    st.latencies_ms.append(1000 * r.latency)
+    res = FrameResult(r.source, r.index, r.detections, r.latency)
+    if keep:
+        st.results.append(res)
+    if on_result is not None:
+        on_result(res)
+
+
+def _report(runner: Any, stats: list[SourceStats], elapsed: float, transport: str, retries: int, gave_up: str) -> StreamsReport:
+    for st, per in zip(stats, runner.stats.sources):
+        st.read, st.dropped, st.reconnects = per.read, per.dropped, per.reconnects
+        st.processed = per.processed - st.errors  # the runner counts a failed frame as processed
+        st.elapsed_s = elapsed
+    return StreamsReport(stats, elapsed, transport, retries, gave_up)
 
 
 __all__ = ["FrameResult", "SourceStats", "StreamsReport", "open_capture", "serve_streams"]
