@@ -272,3 +272,21 @@ def test_device_slots():
     for bad in (("gpu", None), ("cpu", 0), ("0", -1)):
         with pytest.raises(ConfigError):
             runner.slots(*bad)
+
+
+def test_image_term_separates_the_arms_image_by_image_part_from_run_noise():
+    """Synthetic resample matrix with known parts: shared by all runs (var 1), by the arm (B - A: var 0.25), by the
+    run alone (var 0.5), plus a constant seed effect per run. Only the arm part survives seeds and is not already in
+    the seed spread: image_term must recover 0.25, and say so."""
+    from edge_mlla.study.verdict import image_term
+
+    rng = np.random.default_rng(0)
+    reps, ka, kb = 20000, 3, 2
+    common = rng.normal(0, 1, (reps, 1))
+    arm_a, arm_b = rng.normal(0, math.sqrt(0.125), (reps, 1)), rng.normal(0, math.sqrt(0.125), (reps, 1))
+    own = rng.normal(0, math.sqrt(0.5), (reps, ka + kb))
+    maps = common + np.hstack([np.repeat(arm_a, ka, 1), np.repeat(arm_b, kb, 1)]) + own + rng.normal(0, 3, ka + kb)
+    v, split = image_term(maps, range(ka), range(ka, ka + kb))
+    assert split and v == pytest.approx(0.25, rel=0.08)
+    v1, split1 = image_term(maps, [0], [ka])  # one run per arm: the run parts cannot be told apart
+    assert not split1 and v1 == pytest.approx(0.25 + 2 * 0.5, rel=0.08)

@@ -3,10 +3,10 @@
 The interval. Per arm, each seed gives one score (mAP50-95 of its best.pt); the difference of the arms' means gets
 a Welch-Satterthwaite t interval (unequal variances, small samples: honest with 2-4 seeds, where a bootstrap over
 seeds is not: with n seeds it sees at most n distinct values and under-states the spread by (n-1)/n). On the pooled
-split the interval is widened by the test set's own noise: the variance of the same difference over paired
-resamples of the images (:func:`edge_mlla.study.stats.bootstrap_maps`, from the per-image statistics of the runs
-that kept them), added to the seed variance as a known term. So the interval speaks for new seeds *and* new images
-of the same kind, not only for these 159.
+split the interval is widened by what another sample of images would change: the arms' image-by-image difference
+(:func:`image_term`, from paired resamples of the images, :func:`edge_mlla.study.stats.bootstrap_maps`, over the runs
+that kept per-image statistics), added to the seed variance as a known term. So the interval speaks for new seeds
+*and* new images of the same kind, not only for these 159.
 
 A hierarchical bootstrap (resample seeds within each arm, and images, paired across arms) is computed beside it
 for comparison when both arms have at least 2 runs with per-image statistics; with so few seeds it is too narrow,
@@ -79,6 +79,7 @@ class Verdict:
     df: float | None
     se_seed: float | None
     se_image: float | None  # None: seed level only
+    image_split: bool  # se_image is the arms' image-by-image part (True) or an upper bound (False)
     image_runs: tuple[int, int]  # runs with per-image statistics in A and B
     bootstrap: tuple[float, float] | None  # hierarchical bootstrap 95%, for comparison
     outcome: str
@@ -96,7 +97,9 @@ class Verdict:
         seed = f"Welch t on {self.n_a}+{self.n_b} seeds (df {self.df:.1f})"
         if self.se_image is None:
             return seed + ", seed level only"
-        return seed + f" + image noise (±{100 * self.se_image:.2f} pt SE, {self.image_runs[0]}+{self.image_runs[1]} runs)"
+        runs = f"{self.image_runs[0]}+{self.image_runs[1]} runs with per-image stats"
+        what = "" if self.image_split else ", an upper bound until an arm has 2 such runs"
+        return seed + f" + image noise ±{100 * self.se_image:.2f} pt ({runs}{what})"
 
     def sentence(self) -> str:
         """The verdict in words, e.g. ``yolo11n-mlla.yaml vs yolo11n.yaml, pooled mAP50-95: -0.4 points ...``."""
@@ -115,6 +118,8 @@ class Verdict:
             s += f" A true difference of this size needs {self.seeds_needed} seeds per arm to resolve (80% power)."
         if self.seeds_for_width is not None:
             s += f" An interval {100 * WIDTH:.0f} points wide needs {self.seeds_for_width} per arm."
+        if self.se_image is not None and not self.image_split:
+            s += " (Seed counts from the seed spread alone: the image term is not yet separable.)"
         return s
 
 
@@ -130,25 +135,42 @@ def compare(a: str, va: Mapping[int, float], b: str, vb: Mapping[int, float], me
     ma = float(np.mean(xa)) if xa else None
     mb = float(np.mean(xb)) if xb else None
     cols = (noise.columns(a), noise.columns(b)) if noise is not None else ([], [])
-    empty = dict(low=None, high=None, df=None, se_seed=None, se_image=None, bootstrap=None, sd=None,
+    empty = dict(low=None, high=None, df=None, se_seed=None, se_image=None, image_split=False, bootstrap=None, sd=None,
                  seeds_needed=None, seeds_for_width=None)  # fmt: skip
     if len(xa) < 2 or len(xb) < 2:
         diff = mb - ma if ma is not None and mb is not None else None
         return Verdict(a, b, metric, len(xa), len(xb), ma, mb, diff, image_runs=(len(cols[0]), len(cols[1])),
                        outcome="not enough runs", **empty)  # fmt: skip
     w = welch(xa, xb)
-    var_img = None
-    if noise is not None and cols[0] and cols[1]:
-        d = noise.maps[:, cols[1]].mean(1) - noise.maps[:, cols[0]].mean(1)
-        var_img = float(d.var(ddof=1))
+    var_img, split = image_term(noise.maps, cols[0], cols[1]) if noise is not None and cols[0] and cols[1] else (None, False)
     low, high, df = w.interval(var_img or 0.0)
     outcome = "better" if low > 0 else "worse" if high < 0 else "no measurable difference"
+    plan_var = var_img if split and var_img is not None else 0.0  # an upper bound would make planning hopeless
     return Verdict(
         a, b, metric, len(xa), len(xb), ma, mb, w.diff, low, high, df, math.sqrt(w.var),
-        None if var_img is None else math.sqrt(var_img), (len(cols[0]), len(cols[1])),
+        None if var_img is None else math.sqrt(var_img), split, (len(cols[0]), len(cols[1])),
         _hierarchical(noise, cols, seed) if noise is not None else None, outcome, w.sd_pooled,
-        seeds_needed(w.diff, w.sd_pooled, var_img or 0.0), seeds_for_width(WIDTH, w.sd_pooled, var_img or 0.0),
+        seeds_needed(w.diff, w.sd_pooled, plan_var), seeds_for_width(WIDTH, w.sd_pooled, plan_var),
     )  # fmt: skip
+
+
+def image_term(maps: np.ndarray, ca: Sequence[int], cb: Sequence[int]) -> tuple[float, bool]:
+    """The variance another sample of images would add to B minus A beyond what the seeds already show, and whether
+    it could be told apart from each run's own image noise.
+
+    Over paired image resamples ``b``, a run's score moves by a part every run shares (cancels in B minus A), a part
+    its arm shares (the arms differ image by image: this survives any number of seeds, and the seed spread, measured
+    on one image set, cannot see it) and a part of its own (already inside the seed spread, which is measured on
+    these images). The difference of arm means varies by ``v_d = v_arm + v_run (1/k_a + 1/k_b)`` over ``k`` runs per
+    arm; within an arm, runs differ by their own part only, which gives ``v_run``. Returns ``(v_arm, True)`` when
+    some arm has 2 runs, else ``(v_d, False)``: an upper bound."""
+    va, vb = maps[:, list(ca)], maps[:, list(cb)]
+    v_d = float((vb.mean(1) - va.mean(1)).var(ddof=1))
+    dof = sum(x.shape[1] - 1 for x in (va, vb))
+    if dof == 0:
+        return v_d, False
+    own = sum(float((x - x.mean(1, keepdims=True)).var(0, ddof=1).sum()) for x in (va, vb)) / dof
+    return max(0.0, v_d - own * (1 / va.shape[1] + 1 / vb.shape[1])), True
 
 
 def _hierarchical(noise: ImageNoise, cols: tuple[list[int], list[int]], seed: int) -> tuple[float, float] | None:
