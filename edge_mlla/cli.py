@@ -32,13 +32,15 @@ def _add_imgsz(p: argparse.ArgumentParser, default: object, help_text: str) -> N
     p.add_argument("--imgsz", nargs="+", action=_ImgszAction, default=default, metavar="N|HxW", help=help_text)
 
 
+def _square_size(text: str) -> int:
+    if not text.strip().isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"training uses a square size N (a positive integer), got {text!r}")
+    return int(text)
+
+
 def _cmd_train(a: argparse.Namespace) -> int:
     from edge_mlla.train import train
 
-    if not isinstance(a.imgsz, int):
-        from edge_mlla.errors import ConfigError
-
-        raise ConfigError(f"training uses a square size (--imgsz N), got {a.imgsz[0]}x{a.imgsz[1]}")
     best = train(a.model, data=a.data, imgsz=a.imgsz, epochs=a.epochs, batch=a.batch, device=a.device,
                  project=a.project, name=a.name, exist_ok=a.exist_ok)
     print(f"best weights: {best}")
@@ -66,8 +68,9 @@ def _cmd_quantize(a: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_files(sources: list[str]) -> list[Path]:
-    """Image files named on the command line: files as given, folders expanded (any image suffix, any case)."""
+def _predict_files(sources: list[str], recursive: bool = False) -> list[Path]:
+    """Image files named on the command line: files as given, folders expanded (any image suffix, any case; sub-folders
+    with ``recursive``, else a note says how many images they hold)."""
     from edge_mlla.errors import MissingFileError
     from edge_mlla.ops import is_image_file, list_images
 
@@ -75,7 +78,11 @@ def _predict_files(sources: list[str]) -> list[Path]:
     for s in sources:
         p = Path(s)
         if p.is_dir():
-            found = list_images(p)
+            found = list_images(p, recursive=recursive)
+            if not recursive:
+                below = len(list_images(p, recursive=True)) - len(found)
+                if below:
+                    print(f"{p}: {below} image(s) in sub-folders not read (pass --recursive)", file=sys.stderr)
             if not found:
                 raise MissingFileError(f"no images in {p} (looked for any suffix OpenCV reads: jpg, jpeg, png, bmp, tif, webp, ...)")
             files += found
@@ -88,6 +95,25 @@ def _predict_files(sources: list[str]) -> list[Path]:
     return files
 
 
+def _save_names(files: list[Path]) -> list[Path]:
+    """Where each annotated image goes inside --save: its own name, or, when two inputs share a name (a/x.jpg and
+    b/x.jpg), its path below the inputs' common folder, so that no output overwrites another.
+
+    Example:
+        >>> [str(p) for p in _save_names([Path("a/x.jpg"), Path("b/x.jpg"), Path("b/y.jpg")])]
+        ['a/x.jpg', 'b/x.jpg', 'b/y.jpg']
+        >>> [str(p) for p in _save_names([Path("a/x.jpg"), Path("b/y.jpg")])]
+        ['x.jpg', 'y.jpg']
+    """
+    import os
+
+    if len({f.name for f in files}) == len(files):
+        return [Path(f.name) for f in files]
+    full = [f.resolve() for f in files]
+    common = Path(os.path.commonpath([str(f.parent) for f in full]))
+    return [f.relative_to(common) for f in full]
+
+
 def _cmd_predict(a: argparse.Namespace) -> int:
     import cv2
 
@@ -96,14 +122,13 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     from edge_mlla.errors import ImageReadError, MissingFileError
     from edge_mlla.ops import read_image
 
-    files = _predict_files(a.source)
+    files = _predict_files(a.source, a.recursive)
     save = ensure_writable_dir(Path(a.save)) if a.save else None
     det = Detector(a.model, backend=a.backend, device=a.device, precision=a.precision, conf=a.conf, iou=a.iou,
                    imgsz=a.imgsz, strict=not a.no_strict)  # fmt: skip
-    print(det, file=sys.stderr)
     skipped = 0
     try:
-        for f in files:
+        for f, out_name in zip(files, _save_names(files)):
             try:
                 img = read_image(f, strict=not a.no_strict)
             except (ImageReadError, MissingFileError) as e:  # one bad file does not stop the run: counted below
@@ -116,7 +141,8 @@ def _cmd_predict(a: argparse.Namespace) -> int:
                 counts[str(name)] = counts.get(str(name), 0) + 1
             print(f"{f}: {len(dets)} detections " + json.dumps(counts))
             if save is not None:
-                cv2.imwrite(str(save / f.name), dets.draw(img))
+                (save / out_name).parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(save / out_name), dets.draw(img))
     finally:
         det.close()
     print(f"{len(files) - skipped} image(s) processed, {skipped} skipped", file=sys.stderr)
@@ -149,19 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a detector with Ultralytics (offline, bundled data by default)")
     p.add_argument("--model", default="yolo11n-mlla.yaml", help="model yaml (ours or Ultralytics') or checkpoint")
     p.add_argument("--data", default="bccd", help="bundled dataset name or data.yaml path")
-    _add_imgsz(p, 640, "square training size N")
+    p.add_argument("--imgsz", type=_square_size, default=640, metavar="N", help="square training size N (default 640)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--project", default="runs/train")
-    p.add_argument("--name", default="exp", help="run folder name; a taken name becomes exp-2, exp-3, ... (as Ultralytics)")
+    p.add_argument("--name", default="exp", help="run folder name; a taken name becomes exp2, exp3, ... (Ultralytics' rule)")
     p.add_argument("--exist-ok", action="store_true", help="reuse (overwrite) an existing run folder of that name")
     p.set_defaults(fn=_cmd_train)
 
     p = sub.add_parser("export", help="re-parameterize and export a checkpoint to ONNX or OpenVINO IR")
     p.add_argument("checkpoint")
     p.add_argument("--format", choices=["onnx", "openvino"], default="onnx")
-    _add_imgsz(p, 640, "N, HxW, H,W or 'H W'; each a multiple of the model stride (32)")
+    _add_imgsz(p, None, "N, HxW, H,W or 'H W'; each a multiple of the model stride (32); default: the size the "
+                        "checkpoint was trained at (640 when it does not say)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--dynamic", action="store_true", help="dynamic batch and image size")
     p.add_argument("--half", action="store_true", help="fp16 weights")
@@ -190,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: head,kv_matmul,z (+box for heads without DFL, YOLO26, on openvino)")
     p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax",
                    help="ONNX Runtime calibration method")
-    p.add_argument("--bias-correction", choices=["full", "fast", "none"], default="full",
-                   help="OpenVINO/NNCF bias correction (full: most accurate; none: quickest)")
+    p.add_argument("--bias-correction", choices=["full", "fast", "none"], default=None,
+                   help="OpenVINO/NNCF bias correction (default: fast in fast mode, full in thorough)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (calibration check, NNCF)")
     p.add_argument("--every", type=int, default=None, help="video calibration: take every k-th frame")
     p.add_argument("--threads", type=int, default=None, help="threads for the latency measurement")
@@ -210,11 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_imgsz(p, None, "input size for dynamic-size models; N, HxW, H,W or 'H W'")
     p.add_argument("--save", default=None, help="folder for annotated images")
     p.add_argument("--no-strict", action="store_true", help="use partly decoded (truncated) images instead of skipping them")
+    p.add_argument("--recursive", action="store_true", help="also read images in sub-folders of a folder")
     p.set_defaults(fn=_cmd_predict)
 
     p = sub.add_parser("eval", help="COCO-style mAP of a model file on a YOLO dataset")
     p.add_argument("model")
-    p.add_argument("--data", default="bccd")
+    p.add_argument("--data", default="bccd", help="data.yaml of the model's dataset (default: bccd, the bundled one); "
+                                                 "its class names must match the model's")
     p.add_argument("--split", default="val")
     p.add_argument("--backend", default="auto")
     p.add_argument("--precision", default=None)
@@ -236,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> str:
+    return f"warning: {message}"
+
+
 def _setup_logging(verbose: bool) -> None:
     """Quiet by default: our own INFO lines; third-party INFO (NNCF's per-node blocks, ONNX Runtime's quantizer)
     and library warnings that repeat ours (torch's CUDA notice) only with ``--verbose``."""
@@ -245,6 +278,7 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("edge_mlla").setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("nncf").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.captureWarnings(True)  # warnings.warn(...) print once, through logging, as one line
+    warnings.formatwarning = _one_line_warning  # no "file.py:123: Category" prefix and no source line
     if not verbose:
         warnings.filterwarnings("ignore", module=r"torch\..*")
         warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -44,7 +44,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from edge_mlla.errors import ConfigError, EdgeMLLAError, InputTypeError, MissingFileError, ModelFileError, ShapeError
+from edge_mlla.errors import ClosedError, ConfigError, EdgeMLLAError, InputTypeError, MissingFileError, ModelFileError, ShapeError
 from edge_mlla.modelfile import ModelInfo, parse_metadata
 from edge_mlla.ops import LetterboxMeta, as_bgr, check_thresholds, parse_imgsz, postprocess, preprocess
 from edge_mlla.results import Detections, Timing
@@ -141,6 +141,8 @@ class Detector:
         self.imgsz = self._imgsz(imgsz, nchw, path)
         self.batch = spec.shape[0]  # None: dynamic
         self._check_outputs(path)
+        self._check_classes()
+        self._closed = False
         self._local = threading.local()  # per-thread last_timing
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -195,6 +197,18 @@ class Detector:
                 raise ModelFileError(f"{path} has no class names in its metadata; pass names=[...] to Detector")
             self.names = {i: str(i) for i in range(shape[1] - 4)}
 
+    def _check_classes(self) -> None:
+        if self.classes is None:
+            return
+        bad = [c for c in self.classes if c not in self.names]
+        if bad:
+            shown = ", ".join(f"{k}={v}" for k, v in list(self.names.items())[:8]) + (", ..." if len(self.names) > 8 else "")
+            raise ConfigError(f"classes {bad} are not class ids of this model; it has {len(self.names)}: {shown}")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("this Detector is closed; create a new Detector(model) to run it again")
+
     @property
     def precision(self) -> str:
         """The precision the backend really computes in (``f32``, ``bf16``, ``f16``, or ``int8`` for a quantized
@@ -219,6 +233,7 @@ class Detector:
 
     # ---------------------------------------------------------------------------------- running
     def _prepare(self, images: Any, rgb: bool) -> _Prepared:
+        self._check_open()
         t0 = time.perf_counter()
         single = True
         if isinstance(images, np.ndarray) and images.ndim == 4:
@@ -328,7 +343,8 @@ class Detector:
         return out
 
     def close(self) -> None:
-        """Release the backend (and worker threads)."""
+        """Release the backend (and worker threads). Safe to call twice; a closed Detector raises ClosedError."""
+        self._closed = True
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:

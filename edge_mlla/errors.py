@@ -56,6 +56,10 @@ class SourceError(EdgeMLLAError, OSError):
     """A video source (camera, stream URL, video file) could not be opened or read."""
 
 
+class ClosedError(EdgeMLLAError, RuntimeError):
+    """A Detector or backend was used after ``close()``."""
+
+
 class MissingDependencyError(EdgeMLLAError, ImportError):
     """An optional package a call needs is not installed (the message says which and how to install it)."""
 

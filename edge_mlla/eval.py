@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_mlla.errors import ConfigError, DatasetError
-from edge_mlla.ops import box_iou, postprocess, preprocess, read_image, val_label_gain
+from edge_mlla.errors import ConfigError, DatasetError, ImageReadError
+from edge_mlla.ops import ImageReadWarning, box_iou, postprocess, preprocess, read_image, val_label_gain
 
 LOGGER = logging.getLogger("edge_mlla")
 
@@ -81,8 +82,6 @@ def load_samples(data: str | os.PathLike = "bccd", split: str = "val", limit: in
         >>> len(samples), names[0]
         (2, 'RBC')
     """
-    import cv2
-
     from edge_mlla.data import label_path, split_images, validate_dataset
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -93,17 +92,25 @@ def load_samples(data: str | os.PathLike = "bccd", split: str = "val", limit: in
         files = files[:limit]
     samples, skipped = [], []
     for f in files:
-        img = cv2.imread(str(f), cv2.IMREAD_COLOR)  # the size only; scoring reads the pixels again
-        if img is None:
+        try:  # the size only (scoring reads the pixels again, with the same reader: EXIF orientation applied)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ImageReadWarning)  # a truncated image is scored as decoded, as Ultralytics
+                hw = read_image(f, strict=False).shape[:2]
+        except ImageReadError:
             skipped.append(f.name)
             continue
-        boxes, cls = _read_labels(label_path(f), img.shape[:2])
+        boxes, cls = _read_labels(label_path(f), hw)
         samples.append(Sample(f, boxes, cls))
     if skipped:
         LOGGER.warning("%s split: skipped %d image(s) that could not be decoded: %s", split, len(skipped),
                        ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))  # fmt: skip
     if not samples:
         raise DatasetError(f"{d['yaml']}: none of the {len(files)} images of the {split} split could be decoded")
+    if not any(len(s.classes) for s in samples):
+        raise DatasetError(
+            f"{d['yaml']}: none of the {len(samples)} {split} images has a labelled object (looked for "
+            f"{label_path(samples[0].image)}); mAP needs ground truth: labels go in a 'labels' folder beside 'images'"
+        )
     return samples, d["names"]
 
 
@@ -197,6 +204,26 @@ class MeanAP:
 
 
 # ------------------------------------------------------------------------------------------------ running
+def check_classes(model_names: dict[int, str], data_names: dict[int, str], model: object, data: object) -> None:
+    """Refuse to score a model on a dataset of other classes (the mAP would be meaningless, not low).
+
+    Example:
+        >>> check_classes({0: "RBC"}, {0: "car", 1: "van"}, "m.onnx", "kitti.yaml")
+        Traceback (most recent call last):
+        ...
+        edge_mlla.errors.DatasetError: m.onnx has 1 classes (RBC) but kitti.yaml has 2 (car, van); pass the model's own dataset (--data path/to/data.yaml)
+    """
+    ours, theirs = [model_names[k] for k in sorted(model_names)], [data_names[k] for k in sorted(data_names)]
+    if ours == theirs:
+        return
+    show = lambda n: ", ".join(n[:6]) + (", ..." if len(n) > 6 else "")  # noqa: E731
+    if len(ours) != len(theirs):
+        raise DatasetError(f"{model} has {len(ours)} classes ({show(ours)}) but {data} has {len(theirs)} ({show(theirs)}); "
+                           "pass the model's own dataset (--data path/to/data.yaml)")
+    raise DatasetError(f"{model}'s class names ({show(ours)}) differ from {data}'s ({show(theirs)}); pass the model's own "
+                       "dataset (--data path/to/data.yaml), or names=[...] to relabel the model")
+
+
 def score_model(
     infer: Callable[[np.ndarray], Any],
     samples: Sequence[Sample],
@@ -269,7 +296,8 @@ def evaluate(
 
     Returns:
         dict with ``mAP50-95``, ``mAP50``, ``per_class``, ``images``, ``instances``, ``model``, ``backend``,
-        ``precision``, ``imgsz``, ``data``, ``split``.
+        ``precision`` (``int8`` for a quantized model), ``float_precision`` (what its other ops ran in: f32 or bf16
+        score differently), ``imgsz``, ``data``, ``split``.
 
     Example:
         >>> evaluate("best_int8_openvino_model/best_int8.xml", data="bccd")["mAP50-95"]  # doctest: +SKIP
@@ -283,13 +311,16 @@ def evaluate(
     det = Detector(model, backend=backend, precision=precision, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz,
                    **backend_options)  # fmt: skip
     try:
+        check_classes(det.names, names, model, data)
         res = score_model(det.backend.infer, samples, det.imgsz, det.stride, det.names or names, batch=det.batch,
                           conf=conf, iou=iou, max_det=max_det, progress=progress,
                           layout=det.backend.input_layout)  # fmt: skip
     finally:
         det.close()
-    res.update(model=str(model), backend=det.backend.name, precision=det.precision, imgsz=list(det.imgsz),
+    res.update(model=str(model), backend=det.backend.name, precision=det.precision,
+               float_precision=det.float_precision, imgsz=list(det.imgsz),
                data=str(data), split=split, conf=conf, iou=iou)  # fmt: skip
+    prec = det.precision + (f" (float ops {det.float_precision})" if det.precision == "int8" else "")
     LOGGER.info("eval %s (%s/%s, %s): mAP50-95 %.4f, mAP50 %.4f on %d images", Path(model).name, det.backend.name,
-                det.precision, det.imgsz, res["mAP50-95"], res["mAP50"], res["images"])  # fmt: skip
+                prec, det.imgsz, res["mAP50-95"], res["mAP50"], res["images"])  # fmt: skip
     return res

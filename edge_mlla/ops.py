@@ -24,12 +24,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
+import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,11 @@ MAX_NMS = 30000  # candidates kept for NMS per image, as Ultralytics
 #: every still-image suffix OpenCV's imread decodes (matched case-insensitively)
 IMAGE_SUFFIXES = (".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".avif", ".pbm", ".pgm",
                   ".ppm", ".pxm", ".pnm", ".pfm", ".sr", ".ras", ".tif", ".tiff", ".exr", ".hdr", ".pic")  # fmt: skip
+
+
+# 16-bit kept, gray kept, alpha dropped (as_bgr would drop it), and the EXIF orientation applied, as cv2.imread's
+# default and Ultralytics do (IMREAD_UNCHANGED would ignore the orientation: a phone photo would arrive sideways)
+_READ_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 
 
 class ImageReadWarning(UserWarning):
@@ -85,6 +93,29 @@ def _truncated(data: bytes) -> str | None:
     return None
 
 
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet_codecs() -> Iterator[None]:
+    """Silence what a codec library prints straight to file descriptor 2 (libjpeg's "Premature end of JPEG
+    file" on a truncated file): the caller reports the problem itself, once, as a warning."""
+    with _STDERR_LOCK:
+        try:
+            saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        except OSError:  # no fd 2 (embedded interpreters): nothing to silence
+            yield
+            return
+        try:
+            sys.stderr.flush()
+            os.dup2(null, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(null)
+
+
 def read_image(path: str | os.PathLike, strict: bool = True) -> np.ndarray:
     """Read an image file as BGR uint8 HxWx3 (16-bit files are scaled to 8 bits, alpha dropped, gray expanded).
 
@@ -111,10 +142,11 @@ def read_image(path: str | os.PathLike, strict: bool = True) -> np.ndarray:
         raise ImageReadError(f"{p} could not be read: {e}") from e
     why = _truncated(data)
     if why and strict:
-        raise ImageReadError(f"{p}: {why}; pass strict=False to use the partly decoded image")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+        raise ImageReadError(f"{p}: {why}; pass strict=False (CLI: --no-strict) to use the partly decoded image")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), _READ_FLAGS) if data else None
     if img is None and why:  # imdecode refuses truncated data; imread decodes what is there
-        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        with _quiet_codecs():
+            img = cv2.imread(str(p), _READ_FLAGS)
     if img is None:
         raise ImageReadError(
             f"{p} could not be decoded as an image (OpenCV reads {', '.join(s[1:] for s in IMAGE_SUFFIXES[:8])}, ...)"

@@ -27,7 +27,7 @@ def train(
 
     The dataset is validated first (:func:`edge_mlla.data.validate_dataset`: paths, images, labels, names), so a
     wrong data.yaml is one ``DatasetError`` naming the fix. An earlier run is never overwritten: a taken ``name``
-    becomes ``name-2``, ``name-3``, ... (Ultralytics' increment_path), unless ``exist_ok=True``.
+    becomes ``name2``, ``name3``, ... (Ultralytics' increment_path), unless ``exist_ok=True``.
 
     Example:
         >>> best = train("yolo11n-mlla.yaml", data="bccd", imgsz=320, epochs=1)  # doctest: +SKIP
@@ -59,7 +59,7 @@ def train(
     best = Path(yolo.trainer.best)
     if not best.is_file():
         best = Path(yolo.trainer.last)
-    LOGGER.info("trained weights: %s", best)
+    LOGGER.debug("trained weights: %s", best)  # the CLI prints it; Ultralytics' own summary names it too
     return best
 
 

@@ -48,7 +48,7 @@ import numpy as np
 from edge_mlla.runtimes.base import register
 from edge_mlla.runtimes.onnxruntime import _import_ort, _OrtSession, session_options
 
-from edge_mlla.errors import BackendUnavailableError, ConfigError, ModelFileError
+from edge_mlla.errors import BackendUnavailableError, ClosedError, ConfigError, ModelFileError
 from edge_mlla.modelfile import ModelFile, file_precision, inspect_model, normalize_precision
 
 LOGGER = logging.getLogger("edge_mlla.runtimes")
@@ -440,7 +440,7 @@ class CudaBackend(_OrtSession):
         batch = self._check_batch(batch)
         sess = self._session
         if sess is None:
-            raise ConfigError("this cuda backend is closed")
+            raise ClosedError("this cuda backend is closed")
         if self.cuda_graph:
             return self._replay(batch)
         io = self._binding(sess)
@@ -460,7 +460,7 @@ class CudaBackend(_OrtSession):
         with self._graph_lock:
             sess, bound = self._session, self._graph_io
             if sess is None or bound is None:
-                raise ConfigError("this cuda backend is closed")
+                raise ClosedError("this cuda backend is closed")
             io, x, ys = bound
             with _GATE.run():
                 x.update_inplace(batch)

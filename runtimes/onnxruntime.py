@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_mlla.errors import BackendUnavailableError, ConfigError, ModelFileError
+from edge_mlla.errors import BackendUnavailableError, ClosedError, ConfigError, ModelFileError
 from edge_mlla.modelfile import file_precision, normalize_precision, resolve_model_file
 from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, register
 
@@ -99,10 +99,14 @@ class _OrtSession(AsyncBackend):
         return list(self._session.get_providers())
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        if self._session is None:
+            raise ClosedError(f"this {self.name} backend is closed")
         batch = self._check_batch(batch)
         return self._session.run(self._output_names, {self._inputs[0].name: batch})
 
     def submit(self, batch: np.ndarray) -> Future:
+        if self._session is None:
+            raise ClosedError(f"this {self.name} backend is closed")
         batch = self._check_batch(batch)
         with self._pool_lock:  # created on first use, once, even when several threads submit at the same time
             if self._session is None:

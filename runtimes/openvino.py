@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_mlla.errors import BackendUnavailableError, ConfigError, ModelFileError
+from edge_mlla.errors import BackendUnavailableError, ClosedError, ConfigError, ModelFileError
 from edge_mlla.modelfile import normalize_precision, read_openvino_metadata, resolve_model_file
 from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, register
 from edge_mlla.runtimes.capabilities import device_capabilities, is_simulated, native_precision  # noqa: F401  (re-exported)
@@ -42,6 +43,35 @@ def _import_ov() -> Any:
     import openvino as ov
 
     return ov
+
+
+def one_line(e: BaseException) -> str:
+    """An OpenVINO exception as one readable line: its "Exception from src/...cpp:N:" source-location lines dropped.
+
+    Example:
+        >>> one_line(RuntimeError("Exception from src/core.cpp:84:\\nException from src/a.cpp:9:\\nUnable to read the model"))
+        'Unable to read the model'
+    """
+    lines = [ln.strip() for ln in str(e).splitlines()]
+    kept = [re.sub(r"^Check '.*?' failed at \S+:\d+:\s*", "", ln) for ln in lines
+            if ln and not re.match(r"^Exception from \S+:\d+:?$", ln)]
+    return " ".join(kept)[:300] or type(e).__name__
+
+
+def _check_ir(path: Path) -> None:
+    """An ``.xml`` must be an OpenVINO IR before OpenVINO's frontends guess at it (its TensorFlow frontend prints
+    parse errors of a random file straight to stderr)."""
+    if path.suffix.lower() != ".xml":
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise ModelFileError(f"{path} could not be read: {e}") from e
+    if b"<net" not in head.lstrip(b"\xef\xbb\xbf \t\r\n")[:4096] or not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
+        raise ModelFileError(f"{path} is not an OpenVINO IR (an .xml file with a <net> element and its .bin beside it)")
+    if not path.with_suffix(".bin").is_file():
+        raise ModelFileError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing (it goes beside the .xml)")
 
 
 def _fusable(model: Any) -> bool:
@@ -150,10 +180,11 @@ class OpenVINOBackend(AsyncBackend):
                 )
         if cache_dir is not None:
             core.set_property({"CACHE_DIR": str(cache_dir)})
+        _check_ir(path)
         try:
             model = core.read_model(str(path))
         except Exception as e:
-            raise ModelFileError(f"openvino could not read {path}: {e}") from e
+            raise ModelFileError(f"openvino could not read {path}: {one_line(e)}") from e
         self._metadata = read_openvino_metadata(model, path)
         self.input_layout = "nchw"
         if fused_preprocess and _fusable(model):
@@ -170,7 +201,7 @@ class OpenVINOBackend(AsyncBackend):
         try:
             self._compiled = core.compile_model(model, device, props)
         except Exception as e:
-            raise ModelFileError(f"openvino could not compile {path} for {device} with {props}: {e}") from e
+            raise ModelFileError(f"openvino could not compile {path} for {device} with {props}: {one_line(e)}") from e
         self.path = path
         self.device = device
         self.hint = hint_key
@@ -203,6 +234,8 @@ class OpenVINOBackend(AsyncBackend):
         return got
 
     def _request(self) -> Any:
+        if self._compiled is None:
+            raise ClosedError("this openvino backend is closed")
         req = getattr(self._local, "request", None)
         if req is None:  # one infer request per thread: requests are not thread-safe, the compiled model is
             req = self._local.request = self._compiled.create_infer_request()
@@ -229,7 +262,7 @@ class OpenVINOBackend(AsyncBackend):
         batch = self._check_batch(batch)
         with self._queue_lock:
             if self._compiled is None:
-                raise ConfigError("this openvino backend is closed")
+                raise ClosedError("this openvino backend is closed")
             if self._queue is None:
                 workers = self.optimal_requests
                 self._queue = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge_mlla_ov")

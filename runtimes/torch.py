@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_mlla.errors import BackendUnavailableError, ConfigError, MissingFileError
+from edge_mlla.errors import BackendUnavailableError, ClosedError, ConfigError, MissingFileError
 from edge_mlla.modelfile import normalize_precision
 from edge_mlla.runtimes.base import Backend, TensorSpec, register
 
@@ -95,6 +95,8 @@ class TorchBackend(Backend):
         self._outputs = [TensorSpec("output0", (None, 4 + nc, None), np.dtype(np.float32))]
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        if self._model is None:
+            raise ClosedError(f"this {self.name} backend is closed")
         batch = self._check_batch(batch)
         torch = self._torch
         with self._lock, torch.inference_mode():

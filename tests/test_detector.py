@@ -152,6 +152,28 @@ def test_fixed_batch_model_chunks_and_pads(exported, images, ort_det):
         match(a, ort_det(img), box_px=1e-3, score_tol=1e-5)
 
 
+def test_closed_detector_and_foreign_class_ids_are_typed_errors(exported, images):
+    from edge_mlla.errors import ClosedError, ConfigError
+
+    det = Detector(exported("onnx", imgsz=320), backend="onnxruntime")
+    det.close()
+    det.close()  # twice is fine
+    with pytest.raises(ClosedError, match="this Detector is closed"):
+        det(images[0])
+    with pytest.raises(ClosedError):
+        det.submit(images[0])
+    with pytest.raises(ClosedError, match="backend is closed"):
+        det.backend.infer(np.zeros((1, 3, 320, 320), np.float32))
+    with pytest.raises(ConfigError, match=r"classes \[99, -1\] are not class ids of this model; it has 3: 0=RBC"):
+        Detector(exported("onnx", imgsz=320), backend="onnxruntime", classes=[0, 99, -1])
+
+
+def test_exif_rotated_file_equals_its_decoded_array(ort_det):
+    path = Path(__file__).parent / "data" / "exif_orientation8.jpg"
+    from_file = ort_det(path)
+    assert len(from_file) > 5 and from_file == ort_det(cv2.imread(str(path)))
+
+
 def test_documented_conversions(ort_det, images):
     img = images[0]
     gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)

@@ -3,6 +3,9 @@ agrees with ``YOLO(onnx).val`` on the same exported file and data within 0.005."
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -92,6 +95,10 @@ def test_agrees_with_ultralytics_val(exported, tmp_path):
     from edge_mlla.eval import evaluate
 
     data = make_tiny_dataset(tmp_path / "val16", n_train=1, n_val=16)
+    # the first image stored sideways with EXIF Orientation=8 (its label describes the upright image, as viewers and
+    # Ultralytics show it): size and pixels must both come from the oriented image
+    exif = Path(__file__).parent / "data" / "exif_orientation8.jpg"
+    shutil.copyfile(exif, data.parent / "images" / "val" / "BloodImage_00000.jpg")
     onnx_path = exported("onnx", imgsz=640)
     ours = evaluate(onnx_path, data=data, split="val", backend="onnxruntime", progress=False)
     m = YOLO(str(onnx_path), task="detect").val(data=str(data), imgsz=640, batch=1, rect=False, plots=False,

@@ -313,3 +313,16 @@ def test_failed_export_keeps_the_good_file(made, ckpts, tmp_path, monkeypatch):
         export(ckpts["mlla"], imgsz=160, output=out)
     assert target.read_bytes() == before
     assert sorted(os.listdir(out)) == ["mlla.onnx"]  # no half-written or temp files
+
+
+def test_default_export_size_is_the_training_size(trained_pt, tmp_path, caplog):
+    """No imgsz: the checkpoint's own training size (416 for the bundled model), not a fixed 640; another size warns."""
+    from edge_mlla.export import export, export_size
+    from edge_mlla.modelfile import inspect_model
+
+    onnx = export(trained_pt, format="onnx", output=tmp_path, simplify=False)
+    assert inspect_model(onnx).static_hw == (416, 416)
+    with caplog.at_level("WARNING", logger="edge_mlla"):
+        assert export_size(640, 416) == (640, 640)
+    assert "trained at 416" in caplog.text and "1.54x" in caplog.text
+    assert export_size(None, None) == (640, 640)

@@ -161,3 +161,20 @@ def test_postprocess_ignores_padded_rows_and_rejects_bad_outputs():
 
 def test_xywh2xyxy():
     np.testing.assert_allclose(xywh2xyxy(np.array([[10, 20, 4, 6]], np.float32)), [[8, 17, 12, 23]])
+
+
+def test_read_image_applies_exif_orientation():
+    """A JPEG stored sideways with EXIF Orientation=8 reads upright, pixel for pixel as OpenCV's own imread (and
+    Ultralytics) read it; its raw pixels are the transpose-flip of that."""
+    from pathlib import Path
+
+    import cv2
+
+    from edge_mlla.ops import read_image
+
+    path = Path(__file__).parent / "data" / "exif_orientation8.jpg"
+    ours, opencv = read_image(path), cv2.imread(str(path))
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    assert ours.shape == opencv.shape == (480, 640, 3) and raw.shape == (640, 480, 3)
+    np.testing.assert_array_equal(ours, opencv)
+    np.testing.assert_array_equal(ours, cv2.rotate(raw, cv2.ROTATE_90_COUNTERCLOCKWISE))

@@ -210,6 +210,47 @@ def test_predict_folder_counts_every_image_and_skips_bad_ones(exported, tmp_path
     assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["a.jpeg", "b.JPG", "c.png"]
 
 
+def _bad_inputs(tmp: Path) -> dict[str, str]:
+    """Files a new user really meets: a dataset of other classes, a dataset without labels, random bytes named .pt/.xml."""
+    rng = np.random.default_rng(0)
+    (tmp / "rand.pt").write_bytes(rng.bytes(3000))
+    (tmp / "rand.xml").write_bytes(rng.bytes(3000))
+    names8 = tmp / "names8.yaml"  # BCCD's own images and labels (ids 0-2), but an 8-class KITTI-like yaml
+    names8.write_text(f"path: {BCCD}\ntrain: images/train\nval: images/val\n"
+                      "names: [car, van, truck, pedestrian, person_sitting, cyclist, tram, misc]\n")  # fmt: skip
+    nl = tmp / "nolabels"
+    for sub in ("images/val", "labels/val", "images/train", "labels/train"):
+        (nl / sub).mkdir(parents=True)
+    for im in sorted((BCCD / "images" / "val").glob("*.jpg"))[:2]:
+        shutil.copy(im, nl / "images/val" / im.name)
+    (nl / "data.yaml").write_text("train: images/val\nval: images/val\nnames: [RBC, WBC, Platelets]\n")
+    return {"names8": str(names8), "nolabels": str(nl / "data.yaml"), "randpt": str(tmp / "rand.pt"),
+            "randxml": str(tmp / "rand.xml")}
+
+
+def test_predict_same_names_subfolders_and_warnings_as_one_line(exported, tmp_path):
+    """a/x.jpg and b/x.jpg both survive --save; a folder's sub-folders are named, not silently skipped; a
+    truncated image used with --no-strict gives one warning line (no libjpeg line, no Python source line)."""
+    onnx = exported("onnx", imgsz=320)
+    src = sorted((BCCD / "images" / "val").glob("*.jpg"))[:2]
+    for sub, im in zip("ab", src):
+        (tmp_path / sub / "deeper").mkdir(parents=True)
+        shutil.copy(im, tmp_path / sub / "x.jpg")
+        shutil.copy(im, tmp_path / sub / "deeper" / "y.jpg")
+    bad, _ = _truncated_copy(tmp_path)
+    out = _cli("predict", str(onnx), str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b"), str(bad), "--no-strict",
+               "--backend", "onnxruntime", "--save", str(tmp_path / "ann"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    saved = sorted(str(p.relative_to(tmp_path / "ann")) for p in (tmp_path / "ann").rglob("*.jpg"))
+    assert saved == ["a/x.jpg", "b/x.jpg", bad.name], saved
+    assert cv2.imread(str(tmp_path / "ann" / "a" / "x.jpg")).shape == cv2.imread(str(src[0])).shape
+    assert f"{tmp_path / 'b'}: 1 image(s) in sub-folders not read (pass --recursive)" in out.stderr
+    warn = [ln for ln in out.stderr.splitlines() if "truncated" in ln]
+    assert len(warn) == 1 and warn[0].startswith("warning: "), out.stderr
+    assert "Premature end" not in out.stderr and "warnings.warn" not in out.stderr, out.stderr
+    assert out.stderr.count("Detector") <= 1, out.stderr  # said once, not printed and logged
+
+
 @pytest.mark.parametrize(
     "args,needle,code",
     [
@@ -224,6 +265,10 @@ def test_predict_folder_counts_every_image_and_skips_bad_ones(exported, tmp_path
         (["export", "{img}"], "must be an Ultralytics .pt file", 2),
         (["train", "--data", "{yaml}", "--epochs", "1"], "has no 'names' entry", 2),
         (["train", "--imgsz", "192x640", "--epochs", "1"], "training uses a square size", 2),
+        (["eval", "{onnx}", "--data", "{names8}"], r"has 3 classes \(RBC, WBC, Platelets\) but .* has 8", 2),
+        (["eval", "{onnx}", "--data", "{nolabels}"], "none of the 2 val images has a labelled object", 2),
+        (["export", "{randpt}"], "is not a PyTorch checkpoint", 2),
+        (["predict", "{randxml}", "{img}"], "is not an OpenVINO IR", 2),
     ],
 )  # fmt: skip
 def test_cli_errors_are_one_line_never_a_traceback(exported, tmp_path, args, needle, code):
@@ -233,10 +278,11 @@ def test_cli_errors_are_one_line_never_a_traceback(exported, tmp_path, args, nee
     (tmp_path / "bad.yaml").write_text("train: images/train\n")
     img = next((BCCD / "images" / "val").glob("*.jpg"))
     fill = {"onnx": str(exported("onnx", imgsz=320)), "empty": str(tmp_path / "empty"), "yaml": str(tmp_path / "bad.yaml"),
-            "img": str(img)}  # fmt: skip
+            "img": str(img), **_bad_inputs(tmp_path)}  # fmt: skip
     out = _cli(*[a.format(**fill) for a in args], cwd=tmp_path)
     assert out.returncode == code, (out.returncode, out.stderr[-2000:])
     assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "tensorflow" not in out.stderr and "yolo predict" not in out.stderr, out.stderr[-2000:]  # others' noise
     errors = [ln for ln in out.stderr.splitlines() if ": error: " in ln]
     assert len(errors) == 1 and re.search(needle, errors[0]), out.stderr[-2000:]
 

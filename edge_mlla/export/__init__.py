@@ -75,7 +75,7 @@ def _output_dir(output: object, checkpoint: object) -> Path:
 def export(
     checkpoint: str | os.PathLike | object,
     format: str = "onnx",  # noqa: A002  (the CLI's and Ultralytics' name)
-    imgsz: int | tuple[int, int] = 640,
+    imgsz: int | tuple[int, int] | None = None,
     batch: int = 1,
     dynamic: bool = False,
     half: bool = False,
@@ -92,6 +92,8 @@ def export(
         format: ``"onnx"`` (-> ``<output>/<stem>.onnx``) or ``"openvino"``
             (-> ``<output>/<stem>_openvino_model/<stem>.xml`` + ``.bin`` + ``metadata.yaml``).
         imgsz: input size, int or (height, width); each side a multiple of the model's max stride (32).
+            Default: the size the checkpoint was trained at (640 when it does not say). Another size than the
+            training size works, with a warning: objects then appear at another scale than the model learnt.
         batch: batch size of a static export (the example batch of a dynamic one).
         dynamic: dynamic batch, height and width; MLLA blocks then compute RoPE tables from the
             input shape (adds Shape/Gather/Range/Cos/Sin/arithmetic nodes, see :class:`MLLABlockDeploy`).
@@ -122,9 +124,9 @@ def export(
         raise ConfigError(f"reparameterize must be True or False, got {reparameterize!r}")
     model = load_detector(checkpoint)  # MissingFileError / ModelFileError before touching the output folder
     stride = int(max(int(s) for s in model.stride.tolist())) if hasattr(model, "stride") else 32
-    from edge_mlla.nn.reparam import normalize_imgsz
+    from edge_mlla.nn.load import train_imgsz
 
-    hw = normalize_imgsz(imgsz, stride=stride)
+    hw = export_size(imgsz, train_imgsz(model), stride)
     out_dir = _output_dir(output, checkpoint)
     stem = Path(checkpoint).stem if isinstance(checkpoint, (str, os.PathLike)) else "model"
 
@@ -150,9 +152,29 @@ def export(
             target_dir = out_dir / ov_tmp.name
             _replace_dir(ov_tmp, target_dir)
             target = target_dir / f"{stem}.xml"
-    LOGGER.info("exported %s (%s, imgsz %sx%s, batch %s%s%s)", target, fmt, *hw, batch,
+    LOGGER.debug("exported %s (%s, imgsz %sx%s, batch %s%s%s)", target, fmt, *hw, batch,
                 ", dynamic" if dynamic else "", ", fp16" if half else "")  # fmt: skip
     return target
+
+
+def export_size(imgsz: object, trained: int | None, stride: int = 32) -> tuple[int, int]:
+    """The (height, width) to export at: ``imgsz``, or the training size when it is None (640 when unknown). Another
+    size than the training size is allowed, with a warning that says what it may cost.
+
+    Example:
+        >>> export_size(None, 416), export_size(None, None), export_size("384x640", None)
+        ((416, 416), (640, 640), (384, 640))
+    """
+    from edge_mlla.nn.reparam import normalize_imgsz
+
+    hw = normalize_imgsz(imgsz if imgsz is not None else (trained or 640), stride=stride)
+    if imgsz is not None and trained and hw != (trained, trained):
+        LOGGER.warning(
+            "exporting at %sx%s, but the model was trained at %s: objects appear %.2fx the size it learnt, which may "
+            "cost accuracy (and INT8 calibration); omit imgsz to export at the training size", *hw, trained,
+            max(hw) / trained,
+        )  # fmt: skip
+    return hw
 
 
 def _prepare(model, hw: tuple[int, int], batch: int, dynamic: bool, reparam: bool = True):

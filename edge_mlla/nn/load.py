@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import zipfile
 from pathlib import Path
 
 from edge_mlla._env import setup_offline
@@ -21,6 +22,29 @@ setup_offline()  # before anything imports Ultralytics
 from edge_mlla.errors import InputTypeError, MissingFileError, ModelFileError  # noqa: E402
 
 __all__ = ["load_detector"]
+
+
+def _root_cause(e: BaseException) -> str:
+    """The first line of the innermost exception: Ultralytics wraps load errors in advice to run `yolo predict`
+    with a model it would download, which is neither our tool nor possible offline."""
+    while e.__cause__ is not None or (e.__context__ is not None and not e.__suppress_context__):
+        e = e.__cause__ or e.__context__
+    line = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {line[:200]}"
+
+
+def train_imgsz(model: object) -> int | None:
+    """The square size a loaded detector was trained at (its checkpoint's ``train_args``), None when unknown.
+
+    Example:
+        >>> train_imgsz(load_detector("edge_mlla/weights/yolo11n-mlla-bccd.pt"))  # doctest: +SKIP
+        416
+    """
+    args = getattr(model, "args", None)
+    size = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
+    if isinstance(size, (list, tuple)) and size:
+        size = max(size)
+    return int(size) if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
 
 
 def load_detector(checkpoint: object):
@@ -41,12 +65,15 @@ def load_detector(checkpoint: object):
             raise MissingFileError(f"checkpoint not found: {path} (expected an Ultralytics .pt file)")
         if path.suffix != ".pt":
             raise ModelFileError(f"checkpoint must be an Ultralytics .pt file, got {path.name!r}")
+        if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+            raise ModelFileError(f"{path} is not a PyTorch checkpoint (not a zip archive: empty, truncated or another "
+                                 "kind of file); expected an Ultralytics .pt file")  # fmt: skip
         from ultralytics.nn.tasks import load_checkpoint
 
         try:
             model, _ = load_checkpoint(str(path), device="cpu", fuse=False)
         except Exception as e:  # TypeError/RuntimeError/EOFError/UnpicklingError/...: all mean "cannot read it"
-            raise ModelFileError(f"{path} is not a loadable Ultralytics checkpoint: {type(e).__name__}: {e}") from e
+            raise ModelFileError(f"{path} is not a loadable Ultralytics checkpoint ({_root_cause(e)})") from e
         where = str(path)
     else:
         from edge_mlla.nn.reparam import _unwrap
