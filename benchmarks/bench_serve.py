@@ -11,22 +11,27 @@ What is measured (all on one machine, one local Ray instance, loopback HTTP):
 * ``streams``: ``serve_streams`` with K video files (every frame) against the best config, for the
   per-camera FPS budget.
 * JPEG bytes per 640x480 frame at quality 90 (what a camera client sends) vs raw BGR.
+* ``hostile``: the server as ``edge-mlla serve`` starts it (``run``: loopback Ray, the HTTP guard) under hostile
+  clients: good-request and ``/health`` latency while 0-128 uploads stall after their headers (next to the same
+  app on a Ray started without the guard, where the replicas' own body deadline is the only defence); the peak
+  memory a chunked upload of 3x ``max_bytes`` and an accepted near-limit upload add to the proxy and the replicas;
+  a replica killed under 8 SDK clients (requests lost, retries, time until Serve has replaced it).
 
 Latency is client-side (send -> JSON parsed), p50/p99 over ``--requests`` requests after a warm-up.
 The client threads run in this process and share the cores with the replicas: on a 2-core machine
 that costs the server some throughput, as it would cost a real edge box running its own clients.
 
-    .venv/bin/python benchmarks/bench_serve.py            # writes benchmarks/results/bench_serve.{md,json}
+    .venv/bin/python benchmarks/bench_serve.py                  # writes benchmarks/results/bench_serve.{md,json}
+    .venv/bin/python benchmarks/bench_serve.py --parts hostile  # re-measure one part, keep the others' results
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,30 +50,34 @@ LOG = logging.getLogger("bench_serve")
 
 
 def cpu_info() -> dict:
-    name, flags = platform.processor() or "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name in ("?", "", "x86_64"):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
-    return {"model_name": name, "cores": os.cpu_count(), "flags": {f: f in flags for f in wanted}}
+    """The machine, as every bench table names it (:mod:`edge_mlla.bench.machine`)."""
+    from edge_mlla.bench.machine import describe_machine, machine_line
+
+    m = describe_machine()
+    return {"model_name": m["cpu"], "cores": m["cores"]["os_cpu_count"], "flags": m["isa"], "line": machine_line(m),
+            "date": m["date"]}  # fmt: skip
 
 
 def background_load() -> str:
-    """Other heavy processes on the machine (a training run), for the results' caveat."""
+    """Other heavy processes running on the machine (a training run), for the results' caveat; stopped (paused)
+    processes do not count. CPU share over the last second, not ps' lifetime average."""
     try:
-        out = subprocess.run(["ps", "-eo", "pcpu,args", "--sort=-pcpu"], capture_output=True, text=True, timeout=10,
-                             check=False).stdout
-    except (OSError, subprocess.SubprocessError):
+        import psutil
+    except ImportError:
         return ""
-    me = str(Path(__file__).name)
-    busy = [ln.strip() for ln in out.splitlines()[1:6] if ln.strip() and me not in ln and float(ln.split()[0]) > 30]
-    return "; ".join(b[:120] for b in busy)
+    me = os.getpid()
+    procs = [p for p in psutil.process_iter(["pid", "status", "cmdline"]) if p.info["pid"] != me]
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.cpu_percent(None)
+    time.sleep(1.0)
+    busy = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            pct = p.cpu_percent(None)
+            if pct > 30 and p.info["status"] != psutil.STATUS_STOPPED:
+                busy.append(f"{pct:.0f}% {' '.join(p.info['cmdline'] or [])[:110]}")
+    return "; ".join(busy)
 
 
 def percentiles(lat_s: list[float]) -> dict:
@@ -271,8 +280,82 @@ def table(rows: list[dict], base: float) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------ grid part, report, main
+def run_grid(model: Path, args: argparse.Namespace) -> dict:
+    """Replicas x max batch x batcher over HTTP, next to the Detector alone; then streams against the best row."""
+    from ray import serve
+
+    from edge_mlla.serve import check_port
+    from edge_mlla.serve.guard import CALLBACK, CALLBACK_ENV, LIMITS_ENV, GuardLimits
+    from edge_mlla.serve.raystart import start_ray
+
+    bodies = [p.read_bytes() for p in IMAGES[:8]]
+    batch_rows = [r for t in sorted({max(1, (os.cpu_count() or 1) // n) for n in args.replicas})
+                  for r in batch_efficiency(model, args.backend, t)]  # fmt: skip
+    port = 18765
+    check_port("127.0.0.1", port)
+    start_ray(None, os.cpu_count(), env={CALLBACK_ENV: CALLBACK, LIMITS_ENV: GuardLimits().to_env()})  # as `serve` does
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        grid = [(r, b, k) for r in args.replicas for b in args.max_batch for k in args.batchers if b > 1 or k == "serve"]
+        det_rounds, serve_rounds = [], []
+        for rnd in range(args.rounds):  # interleaved: every setup once per round, order reversed every other round
+            LOG.info("round %d of %d", rnd + 1, args.rounds)
+            order = grid if rnd % 2 == 0 else grid[::-1]
+            det_rounds.append(bench_detector(model, args.backend, bodies, args))
+            rows_r = bench_serve(model, args.backend, bodies, args, port, order)
+            serve_rounds.append(sorted(rows_r, key=lambda r: grid.index((r["replicas"], r["max_batch"], r["batcher"]))))
+        det_rows, serve_rows = merge_rounds(det_rounds), merge_rounds(serve_rounds)
+        best = max(serve_rows, key=lambda r: r["throughput_rps"])
+        stream_rows = bench_streams(model, args.backend, args, port, best)
+    finally:
+        import ray
+
+        ray.shutdown()
+    return {"rows": det_rows + serve_rows, "batch_efficiency": batch_rows, "streams": stream_rows, "frame_bytes": frame_bytes(),
+            "clients": args.clients, "requests": args.requests, "rounds": args.rounds, "batch_wait_ms": args.batch_wait_ms}  # fmt: skip
+
+
+def render(res: dict) -> str:
+    """The Markdown report of every part in ``res`` (each part names its own date, machine and command)."""
+    md = ["# Ray Serve: throughput, latency and hostile clients", ""]
+    for part, title in (("grid", "Replicas x max batch"), ("hostile", "Hostile clients")):
+        if part in res:
+            r = res[part]
+            from bench_serve_hostile import render_hostile
+
+            md += [f"## {title}", "", f"{r['date']}; CPU: **{r['machine']}**; `{r['command']}`; model: {r['model']}; "
+                   f"{r['wall_s']:.0f} s.", ""] + (render_grid(r) if part == "grid" else render_hostile(r)) + [""]  # fmt: skip
+    return "\n".join(md)
+
+
+def render_grid(r: dict) -> list[str]:
+    base = r["rows"][1]["throughput_rps"]
+    return [
+        f"{r['clients']} closed-loop HTTP clients in the benchmark process, {r['requests']} measured requests per row and "
+        f"round, {r['rounds']} interleaved rounds (JPEG 640x480 BCCD images), batch wait {r['batch_wait_ms']} ms. "
+        "Throughput: median over rounds; p50/p99 over all requests. **Noisy**: compare rows of this run (ratios), not "
+        "digits" + (f"; measured while another process used the cores ({r['background_load']})" if r["background_load"] else "") + ".",
+        "", table(r["rows"], base), "",
+        "Does batching pay on this CPU? One `Detector`, `predict(list of b)` vs b single calls, ms per image (median of 9, "
+        "interleaved, no Serve; the batch-1 row does the same work both ways: its ratio is the noise floor):", "",
+        "| threads | batch | batched ms/img | single ms/img | batched / single |", "|---:|---:|---:|---:|---:|",
+        *[f"| {b['threads']} | {b['batch']} | {b['batched_ms_per_image']:.1f} | {b['single_ms_per_image']:.1f} | "
+          f"{b['batched_over_single']:.2f}x |" for b in r["batch_efficiency"]], "",
+        "Streams (`serve_streams`: a `StreamRunner` over video files with a `RemoteDetector`, JPEG q90 over HTTP) "
+        f"against the fastest row (replicas={r['streams'][0]['replicas']}, max_batch={r['streams'][0]['max_batch']}, "
+        f"{r['streams'][0]['batcher']} batcher):", "",
+        "| cameras | total FPS | per-camera FPS (min-max) | frames | failed | p50 ms |", "|---:|---:|---|---:|---:|---:|",
+        *[f"| {s['cameras']} | {s['total_fps']:.1f} | {s['per_camera_fps_min']:.1f}-{s['per_camera_fps_max']:.1f} | "
+          f"{s['frames']} | {s['errors']} | {s['p50_ms']:.0f} |" for s in r["streams"]], "",
+        f"Bytes per 640x480 frame: raw BGR {r['frame_bytes']['raw_bgr_640x480']:,}; JPEG q90 "
+        f"{r['frame_bytes']['jpeg_q90_mean']:,}; JPEG q70 {r['frame_bytes']['jpeg_q70_mean']:,} (BCCD mean).",
+    ]  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parts", default="grid,hostile", help="comma-separated: grid, hostile (others kept from --out's JSON)")
     ap.add_argument("--weights", default=str(WEIGHTS))
     ap.add_argument("--model", default=None, help="an exported dynamic-batch model (default: export the weights)")
     ap.add_argument("--backend", default="openvino", choices=["openvino", "onnxruntime"])
@@ -287,13 +370,17 @@ def main() -> int:
     ap.add_argument("--batchers", nargs="+", default=["serve", "greedy"], choices=["serve", "greedy"])
     ap.add_argument("--cameras", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--frames", type=int, default=40, help="frames per camera clip")
+    ap.add_argument("--stalled", type=int, nargs="+", default=[0, 64, 128, 256], help="stalled uploads per hostile row")
+    ap.add_argument("--kill-requests", type=int, default=200, help="requests in the replica-kill measurement")
     ap.add_argument("--out", default=str(RESULTS / "bench_serve"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-    cpu, load_before = cpu_info(), background_load()
-    LOG.info("CPU: %s; %d cores; %s", cpu["model_name"], cpu["cores"], cpu["flags"])
+    out = Path(args.out)
+    old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+    result = {k: v for k, v in old.items() if k in ("grid", "hostile")}
+    cpu, load = cpu_info(), background_load()
+    LOG.info("CPU: %s", cpu["line"])
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model) if args.model else None
         if model is None:
@@ -301,94 +388,25 @@ def main() -> int:
 
             model = Path(export(args.weights, format="openvino" if args.backend == "openvino" else "onnx",
                                 imgsz=args.imgsz, dynamic=True, output=Path(tmp) / "m"))  # fmt: skip
-        bodies = [p.read_bytes() for p in IMAGES[:8]]
-        t0 = time.time()
-        batch_rows = [r for t in sorted({max(1, (os.cpu_count() or 1) // n) for n in args.replicas})
-                      for r in batch_efficiency(model, args.backend, t)]  # fmt: skip
+        for part in args.parts.split(","):
+            t0 = time.time()
+            if part == "grid":
+                res = run_grid(model, args)
+            else:
+                from bench_serve_hostile import run_hostile
 
-        import ray
-        from ray import serve
-
-        from edge_mlla.serve import check_port
-
-        port = 18765
-        check_port("127.0.0.1", port)
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False)
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
-            grid = [(r, b, k) for r in args.replicas for b in args.max_batch for k in args.batchers if b > 1 or k == "serve"]
-            det_rounds, serve_rounds = [], []
-            for rnd in range(args.rounds):  # interleaved: every setup once per round, order reversed every other round
-                LOG.info("round %d of %d", rnd + 1, args.rounds)
-                order = grid if rnd % 2 == 0 else grid[::-1]
-                det_rounds.append(bench_detector(model, args.backend, bodies, args))
-                rows_r = bench_serve(model, args.backend, bodies, args, port, order)
-                serve_rounds.append(sorted(rows_r, key=lambda r: grid.index((r["replicas"], r["max_batch"], r["batcher"]))))
-            det_rows, serve_rows = merge_rounds(det_rounds), merge_rounds(serve_rounds)
-            best = max(serve_rows, key=lambda r: r["throughput_rps"])
-            stream_rows = bench_streams(model, args.backend, args, port, best)
-        finally:
-            serve.shutdown()
-            ray.shutdown()
-        wall = time.time() - t0
-
-    import openvino
-
+                res = run_hostile(model, args, IMAGES)
+            res |= {"date": cpu["date"], "machine": cpu["line"], "cpu": cpu, "background_load": load or background_load(),
+                    "command": "python benchmarks/bench_serve.py " + " ".join(sys.argv[1:]), "wall_s": round(time.time() - t0, 1),
+                    "model": f"bundled YOLO11n-MLLA, dynamic batch, {args.imgsz}x{args.imgsz}, {args.backend}"}  # fmt: skip
+            result[part] = res
     import edge_mlla
 
-    base = det_rows[-1]["throughput_rps"]
-    rows = det_rows + serve_rows
-    result = {
-        "cpu": cpu, "background_load": load_before or background_load(), "python": sys.version.split()[0],
-        "edge_mlla": edge_mlla.__version__, "openvino": openvino.__version__, "backend": args.backend,
-        "model": f"bundled YOLO11n-MLLA, dynamic batch, {args.imgsz}x{args.imgsz}, f32", "imgsz": args.imgsz,
-        "clients": args.clients, "requests": args.requests, "rounds": args.rounds, "batch_wait_ms": args.batch_wait_ms,
-        "rows": rows, "batch_efficiency": batch_rows, "streams": stream_rows, "frame_bytes": frame_bytes(), "wall_s": round(wall, 1),
-    }  # fmt: skip
-    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["flags"].items())
-    md = [
-        "# Ray Serve: throughput and latency vs replicas and max batch",
-        "",
-        f"CPU: **{cpu['model_name']}**, {cpu['cores']} cores; {flags}.",
-        f"Model: {result['model']}, {args.backend}; {args.clients} closed-loop HTTP clients in the benchmark process, "
-        f"{args.requests} measured requests per row and round, {args.rounds} interleaved rounds (JPEG 640x480 BCCD "
-        f"images), batch wait {args.batch_wait_ms} ms. Throughput: median over rounds; p50/p99 over all requests.",
-        "",
-        "**Noisy numbers.** " + (f"Measured while another process used the cores ({result['background_load']}). "
-                                 if result["background_load"] else "")
-        + "Compare rows of this one run (ratios), not the absolute digits; every setup ran once per round, rounds "
-          "in alternating order, so drift hits all rows alike. Per-round throughputs are in the JSON.",
-        "",
-        table(rows, base),
-        "",
-        "Does batching pay on this CPU? One `Detector`, `predict(list of b)` vs b single calls, ms per image "
-        "(median of 9, interleaved, no Serve; the batch-1 row does the same work both ways: its ratio is the noise floor):",
-        "",
-        "| threads | batch | batched ms/img | single ms/img | batched / single |",
-        "|---:|---:|---:|---:|---:|",
-        *[f"| {r['threads']} | {r['batch']} | {r['batched_ms_per_image']:.1f} | {r['single_ms_per_image']:.1f} | "
-          f"{r['batched_over_single']:.2f}x |" for r in batch_rows],
-        "",
-        "Streams (`serve_streams`, video files read frame by frame, JPEG q90 over HTTP) against "
-        f"the fastest row above (replicas={stream_rows[0]['replicas']}, max_batch={stream_rows[0]['max_batch']}, "
-        f"{stream_rows[0]['batcher']} batcher):",
-        "",
-        "| cameras | total FPS | per-camera FPS (min-max) | frames | p50 ms |",
-        "|---:|---:|---|---:|---:|",
-        *[f"| {r['cameras']} | {r['total_fps']:.1f} | {r['per_camera_fps_min']:.1f}-{r['per_camera_fps_max']:.1f} | "
-          f"{r['frames']} | {r['p50_ms']:.0f} |" for r in stream_rows],
-        "",
-        f"Bytes per 640x480 frame: raw BGR {result['frame_bytes']['raw_bgr_640x480']:,}; JPEG q90 "
-        f"{result['frame_bytes']['jpeg_q90_mean']:,}; JPEG q70 {result['frame_bytes']['jpeg_q70_mean']:,} (BCCD mean).",
-        "",
-        f"Total benchmark wall time {wall:.0f} s.",
-    ]  # fmt: skip
-    out = Path(args.out)
+    result |= {"python": sys.version.split()[0], "edge_mlla": edge_mlla.__version__}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    out.with_suffix(".md").write_text(render(result) + "\n")
+    print(render(result))
     return 0
 
 

@@ -111,26 +111,43 @@ def test_declared_length_over_the_limit_is_refused_before_reading():
     assert c.status == 413 and c.read == 0 and "1000000000 bytes" in c.json["error"]["message"]
 
 
-def test_upload_cap_answers_503_at_once_and_health_still_passes():
-    app = FakeApp()
-    guard = BodyGuard(app, GuardLimits(max_bytes=1000, body_timeout_s=30.0, max_uploads=2))
+def test_upload_cap_evicts_the_slowest_upload_and_health_still_passes():
+    """max_uploads=2, two clients that sent 64 KiB and stalled: while they are fast on average a new upload gets 503
+    at once; once they average under min_rate (the clock is injected: no sleeping) a new upload evicts the slowest.
+    A GET always passes."""
+    app, now = FakeApp(), [0.0]
+    guard = BodyGuard(app, GuardLimits(max_bytes=1 << 20, body_timeout_s=30.0, max_uploads=2), grace_s=0.25,
+                      min_rate=16384, clock=lambda: now[0])  # fmt: skip
 
     async def main():
-        stalled = [Client(chunks=[b"a"], stall=True) for _ in range(2)]
-        tasks = [asyncio.create_task(guard(c.scope, c.receive, c.send)) for c in stalled]
-        await asyncio.sleep(0)  # both are now reading their bodies
+        stalled = [Client(chunks=[b"a" * 65536], stall=True) for _ in range(2)]
+        tasks = []
+        for c in stalled:
+            tasks.append(asyncio.create_task(guard(c.scope, c.receive, c.send)))
+            for _ in range(5):  # it starts reading, gets its 64 KiB, then waits
+                await asyncio.sleep(0)
+            now[0] += 0.5
         assert guard.uploads == 2
-        third = Client(chunks=[b"abc"])
-        await guard(third.scope, third.receive, third.send)
+        busy = Client(chunks=[b"abc"])  # both average >= 64 KiB/s: no room
+        await guard(busy.scope, busy.receive, busy.send)
+        now[0] = 10.0  # both now average under 16 KiB/s; the first started earlier: the slowest
+        good = Client(chunks=[b"abc"])
+        await guard(good.scope, good.receive, good.send)
         health = Client(method="GET", path="/health")
         await guard(health.scope, health.receive, health.send)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        done = [t for t in tasks if t.done()]
         for t in tasks:
             t.cancel()
-        return third, health
+        return stalled, busy, good, health, len(done)
 
-    third, health = asyncio.run(main())
-    assert third.status == 503 and third.json["error"]["type"] == "too_many_uploads" and third.headers["retry-after"] == "1"
-    assert health.status == 200 and app.calls == 1  # the GET went through; the refused upload never reached the app
+    stalled, busy, good, health, done = asyncio.run(main())
+    assert busy.status == 503 and busy.json["error"]["type"] == "too_many_uploads" and busy.headers["retry-after"] == "1"
+    assert good.status == 200 and app.bodies == [b"abc"] and health.status == 200
+    assert done == 1 and stalled[0].status == 408 and stalled[0].json["error"]["type"] == "upload_evicted"
+    assert "65536 bytes in 10.0 s" in stalled[0].json["error"]["message"]
+    assert stalled[1].sent == []  # the second, a little faster on average, is still being read
 
 
 def test_token_on_every_route_but_health():

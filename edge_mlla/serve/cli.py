@@ -37,7 +37,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     server = run(a.model, port=a.port, host=a.host, address=a.address, name=a.name, route_prefix=a.route_prefix,
                  blocking=False, handle_sigterm=True, num_cpus=a.num_cpus, ship_model=a.ship_model, token=token,
                  **_serve_options(a))  # fmt: skip
-    auth = " -H 'Authorization: Bearer $EDGE_MLLA_TOKEN'" if token else ""
+    auth = ' -H "Authorization: Bearer $EDGE_MLLA_TOKEN"' if token else ""
     print(f"serving on {server.url} ({server.precision or 'native'} precision). Ctrl+C to stop. Try:\n"
           f"  curl -s{auth} -H 'Content-Type: image/jpeg' --data-binary @image.jpg {server.url}\n"
           f"  curl -s {server.url}health", flush=True)  # fmt: skip
@@ -109,7 +109,8 @@ def _replica_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--request-timeout", dest="request_timeout_s", type=float, default=DEFAULT_REQUEST_TIMEOUT_S,
                    help="seconds a request may take end to end once its body is in (Serve's request_timeout_s)")
     p.add_argument("--max-uploads", type=int, default=DEFAULT_MAX_UPLOADS,
-                   help="request bodies read at once; further uploads get 503 at once, /health keeps answering")
+                   help="request bodies read at once; then a new upload evicts a stalled one (or gets 503 when all make "
+                        "progress); /health keeps answering")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

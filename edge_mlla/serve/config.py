@@ -47,8 +47,8 @@ class ServeConfig:
       is formed when the replica is free).
     * HTTP limits: ``max_pixels`` and ``max_bytes`` per upload; ``body_timeout_s``: the deadline for
       reading a request body; ``request_timeout_s``: Serve's end-to-end timeout per request;
-      ``max_uploads``: bodies read at once, beyond which uploads get 503 at once; ``token``: a bearer
-      token required on every route but ``/health`` (never shown in ``repr`` or ``/info``).
+      ``max_uploads``: bodies read at once (then a new upload evicts a stalled or trickling one, or gets 503);
+      ``token``: a bearer token required on every route but ``/health`` (never shown in ``repr`` or ``/info``).
     * ``ship_model``: send the model bytes to the replicas through Ray (clusters without shared storage).
 
     Example:

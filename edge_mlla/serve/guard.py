@@ -8,8 +8,10 @@ MB chunked body grew a replica by 109 MB). The guard reads every request body in
 * within ``body_timeout_s`` (408 beyond) and ``max_bytes`` (413 as soon as the running total passes it, chunked
   uploads too: at most ``max_bytes`` plus one network read is held); a declared Content-Length over the limit
   is refused before reading;
-* at most ``max_uploads`` bodies at once (503 at once beyond, with ``Retry-After``); the stalled ones cost an
-  idle coroutine in the proxy, not a replica slot, so ``/health`` and good requests keep answering;
+* at most ``max_uploads`` bodies at once: a new upload evicts the slowest (a client that stalled or trickles: under
+  16 KiB/s after 0.25 s), or gets 503 with ``Retry-After`` when every upload is making progress; a stalled upload
+  costs an idle coroutine in the proxy, not a replica slot, so ``/health`` and good requests keep answering however
+  many clients stall;
 * a bearer token, when set, on every route but ``/health``;
 * every error the client sees is JSON: Serve's own plain-text answers (a 408 request timeout, a 503) are
   rewritten, and a request whose replica died before answering gets a 503 ``replica_unavailable`` instead of
@@ -28,9 +30,11 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -82,13 +86,34 @@ def proxy_middlewares() -> list[Any]:
     return [Middleware(BodyGuard, limits=limits)]
 
 
+class _Upload:
+    """One body being read: when it started, how many bytes came, and the event that evicts it."""
+
+    def __init__(self, now: float) -> None:
+        self.start, self.received = now, 0
+        self.evicted = asyncio.Event()
+
+    def rate(self, now: float) -> float:
+        return self.received / max(now - self.start, 1e-9)
+
+
 class BodyGuard:
     """ASGI middleware: read and check each request body before the app (Serve's proxy) sees the request, and
-    answer JSON for every failure. One instance per proxy process, used from its event loop only."""
+    answer JSON for every failure. One instance per proxy process, used from its event loop only.
 
-    def __init__(self, app: Callable[..., Awaitable[None]], limits: GuardLimits) -> None:
-        self.app, self.limits = app, limits
-        self.uploads = 0  # bodies being read now
+    With ``max_uploads`` bodies being read, a new upload evicts the slowest one older than ``grace_s`` whose
+    average rate is under ``min_rate`` bytes/s (408 ``upload_evicted``); if there is none (every upload is young or
+    making progress), the new one gets 503. So clients that stall or trickle cannot hold the uploads back, however
+    many they are. ``clock`` is injected for tests."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], limits: GuardLimits, grace_s: float = 0.25,
+                 min_rate: float = 16384.0, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.app, self.limits, self.grace_s, self.min_rate, self.clock = app, limits, grace_s, min_rate, clock
+        self.reading: dict[int, _Upload] = {}  # bodies being read now
+
+    @property
+    def uploads(self) -> int:
+        return len(self.reading)
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Send) -> None:
         if scope.get("type") != "http":
@@ -110,15 +135,44 @@ class BodyGuard:
             LOGGER.warning("request failed in the proxy: %s: %s", type(e).__name__, e)
         await out.finish()
 
-    async def _read(self, receive: Callable[[], Awaitable[Message]], headers: Mapping[str, str]) -> bytes:
-        if self.uploads >= self.limits.max_uploads:
-            raise HTTPError(503, "too_many_uploads", f"{self.uploads} uploads are being received (max_uploads); "
+    def _make_room(self) -> None:
+        if len(self.reading) < self.limits.max_uploads:
+            return
+        now = self.clock()
+        old = [u for u in self.reading.values() if now - u.start >= self.grace_s]
+        slowest = min(old, key=lambda u: u.rate(now)) if old else None
+        if slowest is None or slowest.rate(now) >= self.min_rate:
+            raise HTTPError(503, "too_many_uploads", f"{len(self.reading)} uploads are being received (max_uploads); "
                                                      "retry shortly", {"Retry-After": "1"})  # fmt: skip
-        self.uploads += 1
+        slowest.evicted.set()
+        del self.reading[id(slowest)]
+
+    async def _read(self, receive: Callable[[], Awaitable[Message]], headers: Mapping[str, str]) -> bytes:
+        self._make_room()
+        upload = _Upload(self.clock())
+        self.reading[id(upload)] = upload
+
+        async def tracked() -> Message:
+            get = asyncio.ensure_future(receive())
+            evicted = asyncio.ensure_future(upload.evicted.wait())
+            try:
+                await asyncio.wait({get, evicted}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                evicted.cancel()
+                if not get.done():
+                    get.cancel()
+            if not get.done() or get.cancelled():
+                raise HTTPError(408, "upload_evicted", f"this upload sent {upload.received} bytes in "
+                                                       f"{self.clock() - upload.start:.1f} s, the slowest while others "
+                                                       "waited (max_uploads); send the body at once")  # fmt: skip
+            message = get.result()
+            upload.received += len(message.get("body", b""))
+            return message
+
         try:
-            return await read_body(receive, headers, self.limits.max_bytes, self.limits.body_timeout_s)
+            return await read_body(tracked, headers, self.limits.max_bytes, self.limits.body_timeout_s)
         finally:
-            self.uploads -= 1
+            self.reading.pop(id(upload), None)
 
 
 def _replay(body: bytes, receive: Callable[[], Awaitable[Message]]) -> Callable[[], Awaitable[Message]]:

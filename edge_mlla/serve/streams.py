@@ -57,8 +57,9 @@ class FrameResult:
 
 @dataclass
 class SourceStats:
-    """One source's counts: ``read`` = ``processed`` + ``dropped`` + ``errors`` once finished (``errors``: frames the
-    server failed after the client's retries); from the runner's statistics plus the failures seen here."""
+    """One source's counts, from the runner's statistics plus the failures seen here: ``read`` = ``processed`` +
+    ``dropped`` (stale frames of a live source) + ``errors`` (frames the server failed after the client's retries)
+    when the source ran to its end; a stop (``duration_s``, giving up) also leaves frames read but not answered."""
 
     source: str
     live: bool
