@@ -104,9 +104,9 @@ def _replica_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iou", type=float, default=0.45)
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="largest upload in bytes (413 beyond, "
                    "checked while reading)")  # fmt: skip
-    p.add_argument("--body-timeout", dest="body_timeout_s", type=float, default=DEFAULT_BODY_TIMEOUT_S,
+    p.add_argument("--body-timeout", dest="body_timeout_s", type=float, default=DEFAULT_BODY_TIMEOUT_S, metavar="S",
                    help="seconds a client may take to send a request body (408 beyond)")
-    p.add_argument("--request-timeout", dest="request_timeout_s", type=float, default=DEFAULT_REQUEST_TIMEOUT_S,
+    p.add_argument("--request-timeout", dest="request_timeout_s", type=float, default=DEFAULT_REQUEST_TIMEOUT_S, metavar="S",
                    help="seconds a request may take end to end once its body is in (Serve's request_timeout_s)")
     p.add_argument("--max-uploads", type=int, default=DEFAULT_MAX_UPLOADS,
                    help="request bodies read at once; then a new upload evicts a stalled one (or gets 503 when all make "
