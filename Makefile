@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench image clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 	EDGE_MLLA_CAPS=$$($(BIN)/python -m edge_mlla.runtimes.capabilities --other) \
 		$(BIN)/python -m pytest -q -n 2 --dist loadfile tests/test_runtimes.py tests/test_detector.py tests/test_precision.py
+
+# release check, not part of `make test` (needs a Docker engine; ~10 min the first time): build the slim image,
+# run its default command, check the video it writes, that it runs as non-root and has no torch. See .ci/image.
+image:
+	bash .ci/image
 
 bench: install
 	$(BIN)/python benchmarks/bench_mlla_vs_psa.py
