@@ -59,11 +59,11 @@ def _cmd_export(a: argparse.Namespace) -> int:
 def _cmd_quantize(a: argparse.Namespace) -> int:
     from edge_mlla.quantize import quantize
 
-    report = quantize(a.model, calib=a.calib, backend=a.backend, subset_size=a.subset_size, preset=a.preset,
-                      budget=a.budget, latency_runs=a.latency_runs,
-                      max_drop=a.max_drop, val=None if a.val == "none" else a.val, output=a.output, imgsz=a.imgsz, scope=a.scope,
-                      method=a.method, every=a.every, threads=a.threads, val_split=a.val_split,
-                      bias_correction=a.bias_correction, progress=not a.no_progress)
+    report = quantize(a.model, calib=a.calib, backend=a.backend, output=a.output, imgsz=a.imgsz, mode=a.mode,
+                      subset_size=a.subset_size, preset=a.preset, budget=a.budget, latency_runs=a.latency_runs,
+                      max_drop=a.max_drop, val=None if a.val == "none" else a.val, scope=a.scope, method=a.method,
+                      every=a.every, threads=a.threads, val_split=a.val_split, bias_correction=a.bias_correction,
+                      progress=not a.no_progress)  # fmt: skip
     print(report.table() if hasattr(report, "table") else report)
     return 0
 
@@ -201,11 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="exported .onnx or .xml")
     p.add_argument("--calib", required=True, help="image folder, video file, or data.yaml (train split)")
     p.add_argument("--backend", choices=["openvino", "onnxruntime"], default="openvino")
-    p.add_argument("--subset-size", type=int, default=300)
+    p.add_argument("--mode", choices=["fast", "thorough"], default="fast",
+                   help="fast: 64 images, fast bias correction, one candidate (+ the accurate one if over --budget); "
+                        "thorough: 300 images, full bias correction, every candidate ranked")
+    p.add_argument("--subset-size", type=int, default=None, help="calibration images (default: 64 fast, 300 thorough)")
     p.add_argument("--preset", choices=["auto", "mixed", "performance"], default="auto",
-                   help="auto: quantize the candidates (performance, mixed; with --val also mixed with every MLLA group "
-                        "in float), measure speed and accuracy here, keep the fastest within --budget")
-    p.add_argument("--budget", type=float, default=0.005, help="largest mAP50-95 drop auto accepts (0.005 = 0.5 points)")
+                   help="auto: quantize the candidates of --mode, measure speed and accuracy here, keep the fastest "
+                        "within --budget")
+    p.add_argument("--budget", default="0.005",
+                   help="largest mAP50-95 drop auto accepts: absolute (0.005 = 0.5 points) or relative to the float "
+                        "model's score ('1%%'); the report says which applied")
     p.add_argument("--latency-runs", type=int, default=30, help="timed runs per model (0: no timing)")
     p.add_argument("--max-drop", type=float, default=None, help="accuracy control: max mAP50-95 drop (needs --val)")
     p.add_argument("--val", default="auto",

@@ -119,3 +119,78 @@ def measure_interleaved(
         for be in opened:
             be.close()
     return [(statistics.median(a), statistics.median(b)) for a, b in zip(lat, fps)]
+
+
+def as_layout(be: Any, x: np.ndarray) -> np.ndarray:
+    """The float NCHW RGB calibration batch in the layout ``be`` takes (OpenVINO's fused preprocessing: BGR uint8
+    NHWC), converted once instead of on every timed call."""
+    if getattr(be, "input_layout", "nchw") == "nhwc_u8":
+        return np.ascontiguousarray((x[:, ::-1].transpose(0, 2, 3, 1) * 255.0).round().clip(0, 255).astype(np.uint8))
+    return x
+
+
+class CompiledModels:
+    """Each model file compiled once per use and kept: a latency backend (scoring and latency) and, for timing, a
+    throughput one (OpenVINO's ``throughput`` hint). The quantizer scores and times a candidate with the same
+    compiled models, so compile time is paid once.
+
+    Example:
+        >>> with CompiledModels("onnxruntime") as cm:                                  # doctest: +SKIP
+        ...     [(ms, fps)] = cm.time(["m.onnx"], x, runs=10, seconds=1.0)
+    """
+
+    def __init__(self, backend: str, threads: int | None = None) -> None:
+        self.backend, self.threads = backend, threads
+        self._lat: dict[str, Any] = {}
+        self._thr: dict[str, Any] = {}
+
+    def latency(self, model: str | os.PathLike) -> Any:
+        """The latency-hint backend of ``model`` (opened on first use)."""
+        key = str(model)
+        if key not in self._lat:
+            self._lat[key] = _open_fused(model, self.backend, self.threads)
+        return self._lat[key]
+
+    def throughput(self, model: str | os.PathLike) -> Any:
+        """The throughput-hint backend of ``model`` (opened on first use)."""
+        key = str(model)
+        if key not in self._thr:
+            self._thr[key] = _open_fused(model, self.backend, self.threads,
+                                         **({"hint": "throughput"} if self.backend == "openvino" else {}))  # fmt: skip
+        return self._thr[key]
+
+    def time(self, models: list[str | os.PathLike], x: np.ndarray, runs: int = 30, seconds: float = 3.0,
+             rounds: int = 3) -> list[tuple[float, float]]:  # fmt: skip
+        """``(latency ms, images/s)`` of each model in ``rounds`` interleaved rounds (:func:`edge_mlla.bench.measure
+        .interleaved`), medians over rounds; every backend compiled before the first round."""
+        rounds = max(1, min(rounds, runs))
+        pairs = [(self.latency(m), self.throughput(m)) for m in models]
+        xs = [(as_layout(a, x), as_layout(b, x)) for a, b in pairs]
+        lat = _m.interleaved([lambda r, p=p, v=v: _latency_ms(p[0], v[0], max(1, runs // rounds), 5 if r == 0 else 1)
+                              for p, v in zip(pairs, xs)], rounds)  # fmt: skip
+        fps = _m.interleaved([lambda r, p=p, v=v: _throughput(p[1], v[1], seconds / rounds) for p, v in zip(pairs, xs)],
+                             rounds)  # fmt: skip
+        return list(zip(lat, fps))
+
+    def drop(self, model: str | os.PathLike) -> None:
+        """Close and forget ``model``'s backends (a candidate that lost)."""
+        for cache in (self._lat, self._thr):
+            be = cache.pop(str(model), None)
+            if be is not None:
+                be.close()
+
+    def close(self) -> None:
+        for key in list(self._lat) + list(self._thr):
+            self.drop(key)
+
+    def __enter__(self) -> CompiledModels:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _open_fused(model: str | os.PathLike, backend: str, threads: int | None, **kw: Any) -> Any:
+    from edge_mlla.runtimes import get_backend
+
+    return get_backend(backend)(Path(model), **runtime_options(backend, threads), **kw)

@@ -118,7 +118,6 @@ def quantize_onnxruntime(
     """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if src.format != "onnx":
         raise ModelFileError(f"the onnxruntime quantizer needs an .onnx model, got {src.path.name!r}; "
@@ -136,21 +135,7 @@ def quantize_onnxruntime(
         extra["CalibPercentile"] = 99.999
 
     with tempfile.TemporaryDirectory(prefix="edge_mlla_ortq_") as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        try:
-            quant_pre_process(str(src.path), str(pre))
-        except Exception as e:  # symbolic shape inference fails on some graphs: fall back to ONNX shape inference
-            LOGGER.warning("quant_pre_process failed (%s); retrying without symbolic shape inference", e)
-            try:
-                quant_pre_process(str(src.path), str(pre), skip_symbolic_shape=True)
-            except Exception as e2:
-                raise QuantizationError(f"ONNX Runtime pre-processing of {src.path.name} failed: {e2}") from e2
-        pre_model = onnx.load(str(pre))
-        for i, n in enumerate(pre_model.graph.node):  # nodes_to_exclude needs names
-            if not n.name:
-                n.name = f"{n.op_type}_{i}"
-        onnx.save(pre_model, str(pre))
-        graph = read_graph(pre_model)
+        pre, graph = _pre_process(src, Path(tmp))
         groups = policy.select_groups(graph)
         exclude = sorted(set().union(*groups.values())) if groups else []
         LOGGER.info("ORT: quantizing %s (QDQ, per-channel=%s, %s, reduce_range=%s%s), %d node(s) kept in float",
@@ -170,22 +155,11 @@ def quantize_onnxruntime(
         n_q, n_dq = counts.get("QuantizeLinear", 0), counts.get("DequantizeLinear", 0)
         if n_q == 0 or n_dq == 0:
             raise QuantizationError(f"ONNX Runtime returned a model without QuantizeLinear/DequantizeLinear for {src.path.name}")
-        details = {
-            "backend": "onnxruntime",
-            "tool": f"onnxruntime {__import__('onnxruntime').__version__}",
-            "format": "QDQ",
-            "per_channel": per_channel,
-            "calibration_method": str(method).lower(),
-            "reduce_range": rr,
-            "cpu_vnni": vnni,
-            "activation_type": activations,
-            "weight_type": "int8",
-            "ignored_scope": list(policy.groups),
-            "ignored_nodes": len(exclude),
-            "quantize_linear_nodes": n_q,
-            "dequantize_linear_nodes": n_dq,
-            "calibration": calib.summary(),
-        }
+        details = {"backend": "onnxruntime", "tool": f"onnxruntime {__import__('onnxruntime').__version__}",
+                   "format": "QDQ", "per_channel": per_channel, "calibration_method": str(method).lower(),
+                   "reduce_range": rr, "cpu_vnni": vnni, "activation_type": activations, "weight_type": "int8",
+                   "ignored_scope": list(policy.groups), "ignored_nodes": len(exclude), "quantize_linear_nodes": n_q,
+                   "dequantize_linear_nodes": n_dq, "calibration": calib.summary()}  # fmt: skip
         write_onnx_metadata(qmodel, int8_metadata(src.metadata, details))
         onnx.save(qmodel, str(qtmp))
         sample = next(iter(calib))
@@ -198,6 +172,29 @@ def quantize_onnxruntime(
     details["float_ops"] = policy.describe(graph)
     details["ignored_node_names"] = exclude
     return details
+
+
+def _pre_process(src: ModelFile, tmp: Path) -> tuple[Path, Any]:
+    """``quant_pre_process`` (symbolic shape inference, falling back to ONNX's) with every node named (the
+    exclusion list needs names); returns the file and its graph."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = tmp / "pre.onnx"
+    try:
+        quant_pre_process(str(src.path), str(pre))
+    except Exception as e:  # symbolic shape inference fails on some graphs: fall back to ONNX shape inference
+        LOGGER.warning("quant_pre_process failed (%s); retrying without symbolic shape inference", e)
+        try:
+            quant_pre_process(str(src.path), str(pre), skip_symbolic_shape=True)
+        except Exception as e2:
+            raise QuantizationError(f"ONNX Runtime pre-processing of {src.path.name} failed: {e2}") from e2
+    pre_model = onnx.load(str(pre))
+    for i, n in enumerate(pre_model.graph.node):  # nodes_to_exclude needs names
+        if not n.name:
+            n.name = f"{n.op_type}_{i}"
+    onnx.save(pre_model, str(pre))
+    return pre, read_graph(pre_model)
 
 
 def _check_runs_ort(path: Path, input_name: str, x: np.ndarray) -> None:

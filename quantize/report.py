@@ -42,8 +42,10 @@ class QuantizeReport:
     ``fp32``/``int8``: the float model (in the device's native precision, ``fp32.precision``) and the chosen INT8
     model: accuracy (on ``val``), latency (median, batch 1, ``threads`` threads), throughput and file size;
     ``float_ops``: ignored-scope group -> {op type: count} kept in float; ``calibration``: images used/skipped;
-    ``candidates``: every variant tried with its numbers; ``reason``: why the chosen one; ``recommendation``: INT8
-    or the float model, by measured throughput.
+    ``candidates``: every variant tried with its numbers and what became of it; ``reason``: why the chosen one;
+    ``recommendation``: INT8 or the float model, by measured throughput; ``mode``: fast or thorough; ``budget``: the
+    accuracy budget that applied (absolute or relative); ``timings``: seconds per part of the run; ``notes``:
+    warnings for the user (e.g. a model running at another size than it was trained at).
     """
 
     source: str
@@ -60,6 +62,10 @@ class QuantizeReport:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""
     recommendation: str = ""
+    mode: str = ""
+    budget: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     json_path: str | None = None
     png_path: str | None = None
 
@@ -91,15 +97,9 @@ class QuantizeReport:
                 rows.append(f"| {label} `{Path(path).name}` | {prec} | | | {ms:.2f} | | |")
         lines = ["\n".join(rows)]
         if len(self.candidates) > 1:
-            cand = ["| candidate (preset, kept in float) | mAP50-95 | drop (points) | latency ms | FPS | chosen |",
-                    "|---|---:|---:|---:|---:|:-:|"]  # fmt: skip
-            for c in self.candidates:
-                drop = "-" if c.get("drop") is None else f"{c['drop'] * 100:+.2f}"
-                cand.append(f"| {c['preset']}, {','.join(c['scope']) or 'none'} | {f(c.get('map50_95'))} | {drop} | "
-                            f"{f(c.get('latency_ms'), 2)} | {f(c.get('fps'), 1)} | {'yes' if c.get('chosen') else ''} |")  # fmt: skip
-            lines.append("\n".join(cand))
+            lines.append(self._candidate_table(f))
         if self.reason:
-            lines.append(f"chosen: {self.reason}")
+            lines.append(f"chosen: {self.reason}" + (f" (budget: {self.budget})" if self.budget else ""))
         if self.recommendation:
             lines.append(f"recommendation: {self.recommendation}")
         if self.map_drop is not None:
@@ -115,7 +115,23 @@ class QuantizeReport:
                          f"{c.get('skipped', 0)} skipped ({c.get('kind')}: {c.get('source')})")  # fmt: skip
         if self.details.get("runs_on_openvino") not in (None, True):
             lines.append(f"QDQ model on OpenVINO: {self.details['runs_on_openvino']}")
+        lines += [f"note: {n}" for n in self.notes]
+        if self.timings:
+            total = sum(self.timings.values())
+            parts = ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items())
+            lines.append(f"took {total:.1f} s ({self.mode or 'fast'} mode): {parts}")
         return "\n".join(lines)
+
+    def _candidate_table(self, f) -> str:  # noqa: ANN001
+        cand = ["| candidate (preset, kept in float) | mAP50-95 | drop (points) | subset drop | latency ms | FPS | outcome |",
+                "|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+        for c in self.candidates:
+            drop = "-" if c.get("drop") is None else f"{c['drop'] * 100:+.2f}"
+            sub = "-" if c.get("subset_drop") is None else f"{c['subset_drop'] * 100:+.2f}"
+            outcome = c.get("status") or ("chosen" if c.get("chosen") else "")
+            cand.append(f"| {c['preset']}, {','.join(c['scope']) or 'none'} | {f(c.get('map50_95'))} | {drop} | {sub} | "
+                        f"{f(c.get('latency_ms'), 2)} | {f(c.get('fps'), 1)} | {outcome} |")  # fmt: skip
+        return "\n".join(cand)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -171,12 +171,88 @@ def test_onnxruntime_int8_end_to_end(ort_report, fp_onnx, calib_dir):
 def test_defaults():
     import inspect
 
-    from edge_mlla.quantize import quantize
+    from edge_mlla.quantize import SelectionOptions, quantize
+    from edge_mlla.quantize.options import BIAS_CORRECTION, SUBSET_SIZE
 
     sig = inspect.signature(quantize).parameters
-    assert sig["bias_correction"].default == "full" and sig["preset"].default == "auto"
-    assert sig["budget"].default == 0.005
-    assert sig["backend"].default == "openvino" and sig["subset_size"].default == 300
+    assert sig["backend"].default == "openvino" and sig["mode"].default == "fast" and len(sig) <= 12
+    assert SelectionOptions().preset == "auto" and SelectionOptions().budget == 0.005
+    assert SUBSET_SIZE == {"fast": 64, "thorough": 300} and BIAS_CORRECTION == {"fast": "fast", "thorough": "full"}
+
+
+def test_relative_budget_arithmetic(fp_onnx, calib_dir):
+    """A relative budget scales with the float model's score; the report names the kind that applied."""
+    from edge_mlla.quantize import Budget, quantize
+
+    assert Budget.parse(0.005) == Budget(0.005, relative=False) and Budget.parse("0.005") == Budget(0.005)
+    rel = Budget.parse("2%")
+    assert rel == Budget(0.02, relative=True)
+    assert rel.allowed(0.011) == pytest.approx(0.00022) and rel.allowed(0.6) == pytest.approx(0.012)
+    assert Budget.parse(0.005).allowed(0.011) == 0.005  # absolute: 45% of a model that scores 1.1 points
+    assert rel.allowed(None) is None
+    assert "relative budget" in rel.describe(0.6) and "1.20 points" in rel.describe(0.6)
+    assert "absolute budget" in Budget.parse(0.005).describe(0.6)
+    for bad in ("-1%", "150%", "abc", 1.5, True):
+        with pytest.raises(ConfigError):
+            Budget.parse(bad)
+    with pytest.raises(ConfigError, match="unknown option"):
+        quantize(fp_onnx, calib=calib_dir, backend="onnxruntime", budgett=0.01)
+
+
+def _fake_run(candidates, full, sub_scores, float_full=0.60, float_sub=0.62, n_images=100):
+    """A plan, a scorer and measured candidates for the selection logic, with given scores (no model runs)."""
+    from types import SimpleNamespace
+
+    from edge_mlla.quantize import Budget, Measured
+    from edge_mlla.quantize.plan import Candidate
+    from edge_mlla.quantize.report import ModelStats
+    from edge_mlla.quantize.scope import ScopePolicy
+
+    calls = []
+
+    class Scorer:
+        has_subset, k = n_images >= 64, max(16, n_images // 4)
+
+        def score(self, path, subset=False):
+            on_subset = subset and self.has_subset
+            calls.append((path.name, on_subset))
+            if path.name == "float":
+                return (float_sub if on_subset else float_full), 0.9
+            return (sub_scores if on_subset else full)[path.name], 0.9
+
+    results = [Measured(Candidate("mixed", ScopePolicy(("head",))), Path(name), {}, ModelStats(fps=fps))
+               for name, fps in candidates]  # fmt: skip
+    plan = SimpleNamespace(src=SimpleNamespace(path=Path("float")), budget=Budget.parse("1%"), timings={}, reason="")
+    return plan, Scorer(), ModelStats(), results, calls
+
+
+def test_ranked_selection_matches_exhaustive_choice_and_stops_early():
+    """Ranking on a subset, then scoring on every image only what can win, picks what scoring everything on every
+    image picks (fastest within the budget), and never scores a candidate slower than the chosen one."""
+    from edge_mlla.quantize import pick
+    from edge_mlla.quantize.select import _score_ranked
+
+    full = {"fast": 0.580, "mid": 0.596, "slow": 0.599}  # budget 1% of 0.60 = 0.006: fast is over it
+    subset = {"fast": 0.560, "mid": 0.615, "slow": 0.620}
+    plan, scorer, fstats, results, calls = _fake_run([("slow", 50.0), ("fast", 90.0), ("mid", 70.0)], full, subset)
+    _score_ranked(plan, scorer, fstats, results, timed=True)
+    chosen = [r for r in results if r.status == "chosen"]
+    assert [r.path.name for r in chosen] == ["mid"] and "within the budget" in plan.reason
+    by = {r.path.name: r for r in results}
+    assert by["fast"].status.startswith("over the budget on the 25-image subset") and by["fast"].drop is None
+    assert "not scored" in by["slow"].status and ("slow", False) not in calls and ("slow", True) not in calls
+    for r in results:  # the exhaustive reference: every candidate scored on every image
+        r.drop = 0.60 - full[r.path.name]
+    best, _ = pick(results, plan.budget.allowed(0.60))
+    assert best.path.name == "mid"
+    # none within the budget: the most accurate one, said so
+    plan, scorer, fstats, results, _ = _fake_run([("a", 90.0), ("b", 80.0)], {"a": 0.50, "b": 0.55}, {"a": 0.5, "b": 0.55})
+    _score_ranked(plan, scorer, fstats, results, timed=True)
+    assert [r.path.name for r in results if r.status == "chosen"] == ["b"] and "most accurate" in plan.reason
+    # few images: no subset, every candidate that is scored is scored on all of them
+    plan, scorer, fstats, results, calls = _fake_run([("a", 90.0), ("b", 80.0)], {"a": 0.597, "b": 0.599}, {}, n_images=10)
+    _score_ranked(plan, scorer, fstats, results, timed=True)
+    assert [r.path.name for r in results if r.status == "chosen"] == ["a"] and all(not sub for _, sub in calls)
 
 
 # ------------------------------------------------------------------------------------------------- scope
@@ -429,9 +505,7 @@ def test_quantize_cli_is_quiet_by_default(fp_onnx, calib_dir, tmp_path):
 
 def test_auto_picks_the_fastest_candidate_within_budget():
     """The choice rule on measured numbers (no timing measured here: the numbers are given)."""
-    from types import SimpleNamespace
-
-    from edge_mlla.quantize import Measured, _pick, _recommend
+    from edge_mlla.quantize import Measured, pick, recommend
     from edge_mlla.quantize.plan import Candidate
     from edge_mlla.quantize.report import ModelStats
     from edge_mlla.quantize.scope import ScopePolicy
@@ -439,39 +513,76 @@ def test_auto_picks_the_fastest_candidate_within_budget():
     def m(preset, fps, drop):
         return Measured(Candidate(preset, ScopePolicy(("head", "z"))), Path("x"), {}, ModelStats(fps=fps), drop)
 
-    plan = SimpleNamespace(budget=0.005, backend="openvino")
     fast_bad, mid_ok, slow_ok = m("performance", 90.0, 0.009), m("mixed", 80.0, 0.004), m("mixed", 70.0, -0.001)
-    best, why = _pick(plan, ModelStats(fps=60.0), [fast_bad, mid_ok, slow_ok])
-    assert best is mid_ok and "within the 0.50-point budget (1 over it)" in why
-    best, why = _pick(plan, ModelStats(fps=60.0), [m("performance", 90.0, 0.02), m("mixed", 80.0, 0.01)])
+    best, why = pick([fast_bad, mid_ok, slow_ok], 0.005)
+    assert best is mid_ok and "within the budget (1 over it)" in why
+    best, why = pick([m("performance", 90.0, 0.02), m("mixed", 80.0, 0.01)], 0.005)
     assert best.drop == 0.01 and "no candidate within" in why
-    assert "not faster than bf16" in _recommend(ModelStats(fps=80.0, precision="bf16"), ModelStats(fps=79.0))
-    assert "use the bf16 model" in _recommend(ModelStats(fps=80.0, precision="bf16"), ModelStats(fps=79.0))
-    assert "1.50x the throughput of f32" in _recommend(ModelStats(fps=40.0, precision="f32"), ModelStats(fps=60.0))
+    assert "not faster than bf16" in recommend(ModelStats(fps=80.0, precision="bf16"), ModelStats(fps=79.0))
+    assert "use the bf16 model" in recommend(ModelStats(fps=80.0, precision="bf16"), ModelStats(fps=79.0))
+    assert "1.50x the throughput of f32" in recommend(ModelStats(fps=40.0, precision="f32"), ModelStats(fps=60.0))
 
 
-def test_auto_measures_every_candidate_in_one_run(fp_xml, calib_dir, tiny_data, tmp_path):
-    """preset='auto' with validation data: three candidates quantized, timed and scored next to the float model."""
+@pytest.fixture(scope="module")
+def thorough(fp_xml, calib_dir, tiny_data, tmp_path_factory):
+    from edge_mlla.quantize import quantize
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        return quantize(fp_xml, calib=calib_dir, subset_size=4, val=tiny_data, val_limit=2,
+                        output=tmp_path_factory.mktemp("thorough"), latency_runs=3, bias_correction="none",
+                        mode="thorough", progress=False)  # fmt: skip
+
+
+def test_thorough_measures_every_candidate_in_one_run(thorough):
+    """mode='thorough' with validation data: three candidates quantized and timed next to the float model, scored
+    fastest first until one is within the budget."""
     from edge_mlla import Detector
+
+    r = thorough
+    assert [(c["preset"], tuple(c["scope"])) for c in r.candidates] == [
+        ("performance", ("head", "kv_matmul", "z")), ("mixed", ("head", "kv_matmul", "z")),
+        ("mixed", ("head", "kv_matmul", "z", "rope", "residual"))]
+    assert sum(c["chosen"] for c in r.candidates) == 1
+    assert all(c["fps"] > 0 and c["latency_ms"] > 0 for c in r.candidates)
+    chosen = next(c for c in r.candidates if c["chosen"])
+    assert chosen["map50_95"] is not None and chosen["status"] == "chosen"
+    faster = [c for c in r.candidates if c["fps"] > chosen["fps"]]
+    assert all(c["drop"] is not None and c["status"].startswith("over the budget") for c in faster)  # why not them
+    assert all(c["map50_95"] is None and "not scored" in c["status"] for c in r.candidates
+               if c["fps"] < chosen["fps"] and r.reason.startswith("fastest"))  # fmt: skip
+    assert r.fp32.fps > 0 and r.fp32.precision in ("f32", "bf16") and r.reason and r.recommendation
+    assert r.details["preset"] == chosen["preset"] and r.int8.fps == chosen["fps"]
+    assert r.details["bias_correction"] == "none" and r.mode == "thorough" and "absolute budget" in r.budget
+    table = r.table()
+    assert "| candidate (preset, kept in float) |" in table and "recommendation: " in table
+    assert "took " in table and "thorough mode" in table and set(r.timings) >= {"timing", "scoring"}
+    assert not list(Path(r.output).parent.glob(".edge_mlla_int8_*"))  # the other candidates are gone
+    with Detector(r.output) as det:
+        assert det.precision == "int8"
+
+
+def test_fast_mode_against_thorough(thorough, fp_xml, calib_dir, tiny_data, tmp_path):
+    """Fast mode on the same case: one NNCF run (MIXED, default scope, the thorough mode's default candidate), the
+    same float score, a drop within the budget (or the fallback tried and said), what each part took."""
     from edge_mlla.quantize import quantize
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)
         r = quantize(fp_xml, calib=calib_dir, subset_size=4, val=tiny_data, val_limit=2, output=tmp_path,
-                     latency_runs=3, bias_correction="none")  # fmt: skip
-    assert [(c["preset"], tuple(c["scope"])) for c in r.candidates] == [
-        ("performance", ("head", "kv_matmul", "z")), ("mixed", ("head", "kv_matmul", "z")),
-        ("mixed", ("head", "kv_matmul", "z", "rope", "residual"))]
-    assert sum(c["chosen"] for c in r.candidates) == 1
-    assert all(c["fps"] > 0 and c["latency_ms"] > 0 and c["map50_95"] is not None for c in r.candidates)
-    assert r.fp32.fps > 0 and r.fp32.precision in ("f32", "bf16") and r.reason and r.recommendation
-    chosen = next(c for c in r.candidates if c["chosen"])
-    assert r.details["preset"] == chosen["preset"] and r.int8.fps == chosen["fps"]
-    assert r.details["bias_correction"] == "none"
-    assert "| candidate (preset, kept in float) |" in r.table() and "recommendation: " in r.table()
-    assert not list(tmp_path.glob(".edge_mlla_int8_*"))  # the other candidates are gone
-    with Detector(r.output) as det:
-        assert det.precision == "int8"
+                     latency_runs=3, budget="5%", progress=False)  # fmt: skip
+    assert r.mode == "fast" and r.details["bias_correction"] == "fast"
+    assert r.fp32.map50_95 == thorough.fp32.map50_95  # one scorer, the same images: the same float score
+    first = r.candidates[0]
+    assert (first["preset"], tuple(first["scope"])) == ("mixed", ("head", "kv_matmul", "z"))
+    assert first["preset"] in {c["preset"] for c in thorough.candidates}
+    allowed = 0.05 * r.fp32.map50_95
+    if first["drop"] <= allowed:
+        assert len(r.candidates) == 1 and first["chosen"]
+    else:  # over the budget: the accurate fallback was quantized too, and the more accurate one kept
+        assert len(r.candidates) == 2 and r.candidates[1]["scope"][-2:] == ["rope", "residual"]
+    assert "relative budget" in r.budget and "5%" in r.budget
+    assert [k for k in r.timings if k.startswith("quantize")] and "fast mode" in r.table()
 
 
 def test_no_progress_hides_nncf_bars():

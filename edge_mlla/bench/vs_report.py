@@ -1,0 +1,206 @@
+"""The result of :func:`edge_mlla.bench.vs_ultralytics.compare`: one :class:`Row` per path x precision, the ratios
+ours / theirs, the goals of issue 20 checked, as a markdown table, JSON and a chart.
+
+Example:
+    >>> rows = [Row("ultralytics", "int8", Path("a.xml"), latency_ms=10.0, stream_fps=80.0, map50_95=0.55),
+    ...         Row("ours", "int8", Path("b.xml"), latency_ms=7.5, stream_fps=110.0, map50_95=0.552)]
+    >>> res = VsResult.build(rows, checkpoint=Path("best.pt"), data="bccd", imgsz=(416, 416), trained=416,
+    ...                      clip=Path("clip.mp4"), options=None, machine={"cpu": "X"})
+    >>> res.best("ours").latency_ms, res.goals["latency"]["ratio"], res.goals["latency"]["met"]
+    (7.5, 0.75, True)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_mlla.bench.report import fmt
+
+SCHEMA = "edge_mlla.vs_ultralytics/1"
+PATHS = ("ultralytics", "ours")
+#: issue 20's bar for our best path against Ultralytics' best (its INT8): stream FPS, latency at batch 1, mAP
+GOALS = {"stream_fps": 1.3, "latency": 0.8, "map_points": 0.3}
+
+
+@dataclass
+class Row:
+    """One path x precision: the model file, how it was made and in how many seconds, what it computes in, its
+    accuracy and speed (None where not measured)."""
+
+    path: str
+    kind: str  # "float" or "int8"
+    file: Path
+    make_s: float | None = None
+    how: str = ""
+    precision: str | None = None
+    float_precision: str | None = None
+    map50_95: float | None = None
+    map50: float | None = None
+    latency_ms: float | None = None
+    throughput_fps: float | None = None
+    stream_fps: float | None = None
+    notes: str = ""
+
+    @property
+    def label(self) -> str:
+        p = self.precision or self.kind
+        if p == "int8" and self.float_precision:
+            p = f"int8 ({self.float_precision} float ops)"
+        return f"{self.path} {p}"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+@dataclass
+class VsResult:
+    """Rows, ratios (ours / Ultralytics, same precision), goals (our best vs their best), the machine, settings."""
+
+    rows: list[Row]
+    settings: dict[str, Any]
+    machine: dict[str, Any]
+    ratios: list[dict[str, Any]] = field(default_factory=list)
+    goals: dict[str, Any] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, rows: list[Row], *, checkpoint: Path, data: str, imgsz: tuple[int, int], trained: int | None,
+              clip: Path, options: Any, machine: dict[str, Any] | None = None) -> VsResult:  # fmt: skip
+        """Derive the ratios and goals from the rows; describe the machine unless given."""
+        if machine is None:
+            from edge_mlla.bench.machine import describe_machine
+
+            machine = describe_machine()
+        opts = asdict(options) if is_dataclass(options) else dict(options or {})
+        settings = {"checkpoint": str(checkpoint), "data": data, "imgsz": list(imgsz), "trained_imgsz": trained,
+                    "clip": str(clip), "batch": 1, "conf": 0.25, "iou": 0.45, "options": opts}  # fmt: skip
+        res = cls(rows=rows, settings=settings, machine=machine)
+        for kind in ("float", "int8"):
+            u, o = res.row("ultralytics", kind), res.row("ours", kind)
+            if u and o:
+                res.ratios.append({"kind": kind, "latency": _ratio(o.latency_ms, u.latency_ms),
+                                   "stream_fps": _ratio(o.stream_fps, u.stream_fps),
+                                   "throughput_fps": _ratio(o.throughput_fps, u.throughput_fps),
+                                   "make_s": _ratio(o.make_s, u.make_s),
+                                   "map_points": None if o.map50_95 is None or u.map50_95 is None
+                                   else round(100 * (o.map50_95 - u.map50_95), 2)})  # fmt: skip
+        res.goals = res._goals()
+        return res
+
+    def row(self, path: str, kind: str) -> Row | None:
+        """The row of ``path`` (``ours``/``ultralytics``) and ``kind`` (``float``/``int8``)."""
+        return next((r for r in self.rows if r.path == path and r.kind == kind), None)
+
+    def best(self, path: str) -> Row | None:
+        """A path's best row: the highest stream FPS (Ultralytics': its INT8 where it exists, as issue 20 asks)."""
+        rows = [r for r in self.rows if r.path == path]
+        if path == "ultralytics" and any(r.kind == "int8" for r in rows):
+            rows = [r for r in rows if r.kind == "int8"]
+        return max(rows, key=lambda r: r.stream_fps or 0.0, default=None)
+
+    def _goals(self) -> dict[str, Any]:
+        o, u = self.best("ours"), self.best("ultralytics")
+        if o is None or u is None:
+            return {}
+        s, lat = _ratio(o.stream_fps, u.stream_fps), _ratio(o.latency_ms, u.latency_ms)
+        pts = None if o.map50_95 is None or u.map50_95 is None else round(100 * (o.map50_95 - u.map50_95), 2)
+        return {"ours": o.label, "theirs": u.label,
+                "stream_fps": {"ratio": s, "goal": f">= {GOALS['stream_fps']}", "met": s is not None and s >= GOALS["stream_fps"]},
+                "latency": {"ratio": lat, "goal": f"<= {GOALS['latency']}", "met": lat is not None and lat <= GOALS["latency"]},
+                "map_points": {"diff": pts, "goal": f">= -{GOALS['map_points']}",
+                               "met": pts is not None and pts >= -GOALS["map_points"]}}  # fmt: skip
+
+    # ---------------------------------------------------------------------------------------------- output
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (schema :data:`SCHEMA`)."""
+        rows = [{**asdict(r), "file": str(r.file), "label": r.label} for r in self.rows]
+        return {"schema": SCHEMA, "settings": self.settings, "machine": self.machine, "rows": rows,
+                "ratios": self.ratios, "goals": self.goals}  # fmt: skip
+
+    def table(self) -> str:
+        """The markdown report: machine, method, one row per path x precision, ratios, goals."""
+        from edge_mlla.bench.machine import machine_line
+
+        s, m = self.settings, self.machine
+        o = s.get("options", {})
+        lines = [f"# Ultralytics' deploy path vs ours: {Path(s['checkpoint']).name}", "",
+                 f"**Machine**: {machine_line(m)}; OpenVINO CPU capabilities: "
+                 f"{', '.join(m.get('openvino_cpu_capabilities') or ['unknown'])}; "
+                 f"{', '.join(f'{k} {v}' for k, v in (m.get('versions') or {}).items() if v and k in ('openvino', 'nncf', 'ultralytics', 'edge_mlla'))}; {m.get('date')}.", "",
+                 f"**Method**: imgsz {s['imgsz'][0]} (trained at {s['trained_imgsz'] or 'unknown'}), data {s['data']}; "
+                 f"{o.get('rounds')} interleaved rounds, medians over rounds. Latency: one {o.get('runs')}-call "
+                 f"median per round, end to end at batch 1 (Ultralytics `YOLO(ir).predict(image)`, ours `Detector(ir)(image)`, "
+                 f"each at its default settings). Throughput: `benchmark_app -hint throughput` on the model file. Stream FPS: "
+                 f"{o.get('frames')} frames of {Path(s['clip']).name} (Ultralytics `predict(source=clip, stream=True)`, "
+                 f"ours `StreamRunner(Detector(ir, hint='throughput'), clip)`), no drawing. mAP: "
+                 f"`edge_mlla.eval.evaluate` (Ultralytics' metric) on the val split"
+                 + (f", first {o['val_limit']} images" if o.get("val_limit") else "") + ".", "",
+                 "| path | precision | made by | make s | mAP50-95 | mAP50 | latency ms (b1) | throughput FPS | stream FPS |",
+                 "|---|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for r in self.rows:
+            lines.append(f"| {r.path} | {r.label.split(' ', 1)[1]} | {r.how} | {fmt(r.make_s, 1)} | {fmt(r.map50_95, 4)} | "
+                         f"{fmt(r.map50, 4)} | {fmt(r.latency_ms)} | {fmt(r.throughput_fps)} | {fmt(r.stream_fps)} |")  # fmt: skip
+        lines += ["", "| ours / Ultralytics | latency | stream FPS | throughput | make time | mAP50-95 (points) |",
+                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for q in self.ratios:
+            lines.append(f"| {q['kind']} | {fmt(q['latency'], 2)}x | {fmt(q['stream_fps'], 2)}x | "
+                         f"{fmt(q['throughput_fps'], 2)}x | {fmt(q['make_s'], 2)}x | {fmt(q['map_points'], 2)} |")  # fmt: skip
+        g = self.goals
+        if g:
+            lines += ["", f"**Goals** (our best, {g['ours']}, against theirs, {g['theirs']}): "
+                      f"stream FPS {fmt(g['stream_fps']['ratio'], 2)}x ({g['stream_fps']['goal']}: "
+                      f"{'met' if g['stream_fps']['met'] else 'not met'}); latency {fmt(g['latency']['ratio'], 2)}x "
+                      f"({g['latency']['goal']}: {'met' if g['latency']['met'] else 'not met'}); mAP50-95 "
+                      f"{fmt(g['map_points']['diff'], 2)} points ({g['map_points']['goal']}: "
+                      f"{'met' if g['map_points']['met'] else 'not met'})."]  # fmt: skip
+        return "\n".join(lines) + "\n"
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """Four panels (latency, stream FPS, throughput, mAP50-95), one bar per path x precision."""
+        from matplotlib.figure import Figure
+
+        from edge_mlla._env import setup_offline
+
+        setup_offline()
+        panels = [("latency ms, batch 1 (lower is better)", "latency_ms"), ("stream FPS", "stream_fps"),
+                  ("throughput FPS (benchmark_app)", "throughput_fps"), ("mAP50-95", "map50_95")]  # fmt: skip
+        fig = Figure(figsize=(13, 3.6))
+        axes = fig.subplots(1, len(panels))
+        colors = {"ultralytics": "#8c8c8c", "ours": "#1f77b4"}
+        labels = [f"{r.path}\n{r.kind}" for r in self.rows]
+        for ax, (title, key) in zip(axes, panels):
+            vals = [getattr(r, key) or 0.0 for r in self.rows]
+            ax.bar(range(len(vals)), vals, color=[colors[r.path] for r in self.rows])
+            for i, (v, r) in enumerate(zip(vals, self.rows)):
+                ax.text(i, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
+                if r.kind == "int8":
+                    ax.patches[i].set_hatch("//")
+            ax.set_xticks(range(len(vals)), labels, fontsize=8)
+            ax.set_title(title, fontsize=9)
+            ax.margins(y=0.15)
+        fig.suptitle(f"{Path(self.settings['checkpoint']).name} at {self.settings['imgsz'][0]}: Ultralytics vs ours "
+                     f"({self.machine.get('cpu')}, {(self.machine.get('cores') or {}).get('os_cpu_count')} CPUs)",
+                     fontsize=10)  # fmt: skip
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        return Path(path)
+
+    def save(self, folder: str | os.PathLike) -> dict[str, Path]:
+        """Write ``vs_ultralytics.md``, ``.json`` and ``.png`` into ``folder``; returns name -> path."""
+        from edge_mlla._io import ensure_writable_dir
+
+        out = ensure_writable_dir(Path(folder))
+        self.paths = {"markdown": out / "vs_ultralytics.md", "json": out / "vs_ultralytics.json",
+                      "chart": out / "vs_ultralytics.png"}  # fmt: skip
+        self.paths["markdown"].write_text(self.table())
+        self.paths["json"].write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        try:
+            self.plot(self.paths["chart"])
+        except ImportError:
+            del self.paths["chart"]
+        return self.paths
