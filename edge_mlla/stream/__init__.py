@@ -50,12 +50,19 @@ from edge_mlla.stream.records import (
     StreamResult,
     StreamStats,
 )
+from edge_mlla.stream.motion import MOTION_STATES, Motion, MotionDetector, MotionResult
 from edge_mlla.stream.runner import StreamRunner
+from edge_mlla.stream.schedule import Schedule
 from edge_mlla.stream.sources import FrameSource, ImageFolderSource, SourceLike, open_source, source_name
 from edge_mlla.stream.track import TRACK_INSTALL, LineCounter, Tracker
 
 __all__ = [
     "MODES",
+    "MOTION_STATES",
+    "Motion",
+    "MotionDetector",
+    "MotionResult",
+    "Schedule",
     "STATES",
     "TRACK_INSTALL",
     "FrameSource",

@@ -6,6 +6,7 @@ in ``read()``. Everything here shares the runner's condition lock; status change
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -50,6 +51,7 @@ class SourceState:
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 1000 else 30.0
         self.drop_stale = False
+        self.keep = 1  # frames a live source keeps while the consumer is busy (drop_stale)
         self.queue: collections.deque[Frame] = collections.deque()
         self.capacity = 2
         self.gen = 0
@@ -82,7 +84,8 @@ class CaptureOptions:
 
 
 class StatusBoard:
-    """Records a source's :class:`SourceStatus` under the lock, logs it, and calls ``on_status``."""
+    """Records a source's :class:`SourceStatus` under the lock, logs it, and calls ``on_status``. A change of
+    ``note`` (what is odd about the frames) is a status change too."""
 
     def __init__(self, cond: threading.Condition, on_status: Callable[[SourceStatus], Any] | None, clock: Clock) -> None:
         self.cond, self.on_status, self.clock = cond, on_status, clock
@@ -94,7 +97,16 @@ class StatusBoard:
                               since=self.clock(), note=src.status.note)  # fmt: skip
             src.status = st
             self.cond.notify_all()
-        level = logging.WARNING if state in ("lost", "gave_up") else logging.INFO
+        self._tell(st, logging.WARNING if state in ("lost", "gave_up") else logging.INFO)
+
+    def note(self, src: SourceState, note: str | None) -> None:
+        with self.cond:
+            if src.status.note == note:
+                return
+            st = src.status = dataclasses.replace(src.status, note=note, since=self.clock())
+        self._tell(st, logging.WARNING if note else logging.INFO)
+
+    def _tell(self, st: SourceStatus, level: int) -> None:
         LOGGER.log(level, "%s", st)
         if self.on_status is not None:
             try:
@@ -246,9 +258,9 @@ class Capture:
                 src.lost = False
                 src.attempts = 0
             if src.drop_stale:
-                if src.queue:
-                    src.dropped += len(src.queue)
-                    src.queue.clear()
+                while len(src.queue) >= src.keep:  # live: the newest frames only (one, or a short backlog)
+                    src.queue.popleft()
+                    src.dropped += 1
             else:  # files: back-pressure instead of dropping
                 while len(src.queue) >= src.capacity and not self.stop.is_set() and src.gen == gen:
                     self.cond.wait(0.1)

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
-from typing import Any
-
 import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from edge_mlla.errors import ConfigError, InputTypeError
-from edge_mlla.results import Detections
-from edge_mlla.stream.capture import Capture, CaptureOptions, Clock, Frame, SourceState, StatusBoard
+from edge_mlla.stream.capture import Capture, CaptureOptions, Clock, SourceState, StatusBoard
 from edge_mlla.stream.infer import Inference
-from edge_mlla.stream.records import FrameTiming, Reconnect, SourceInfo, SourceStatus, StreamResult, StreamStats
-from edge_mlla.stream.schedule import RoundRobin
+from edge_mlla.stream.motion import Motion, MotionDetector, MotionResult
+from edge_mlla.stream.pipeline import DetectTrack
+from edge_mlla.stream.plain import EveryFrame
+from edge_mlla.stream.records import Reconnect, SourceInfo, SourceStatus, StreamResult, StreamStats
+from edge_mlla.stream.schedule import Schedule
 from edge_mlla.stream.sources import SourceLike, open_source
 from edge_mlla.stream.track import Tracker
 
@@ -51,6 +50,17 @@ class StreamRunner:
         batch: frames per inference call; default: the model's fixed batch, or one frame per source for a
             dynamic-batch model (capped at 16).
         loop: restart files and folders at their end (demos, soak tests).
+        motion: motion gating per source (True, or :class:`Motion` options): a frame where nothing moves is not sent
+            to the detector and keeps the boxes it had (``mode="gated"``); ``Motion(regions=True)`` also detects on
+            the motion regions of large frames. Turns detect-and-track on.
+        schedule: detect-and-track (:class:`Schedule`): the detector runs on a source's frame only when it is due
+            (motion that nothing explains, every k-th moving frame with k adapted to the objects' speed, a minimum
+            rate), sharing one detector across the sources by priority; the other frames get the boxes carried from
+            the last detection (``mode="predicted"``). Default with ``motion``: ``Schedule()``.
+
+    With detect-and-track on, every frame read gets a result (in its source's order); a live source keeps up to
+    ``Schedule.backlog`` seconds of frames instead of only the newest; :attr:`stats` counts frames ``detected``,
+    ``gated`` and ``carried`` per source, and ``StreamResult.detections.data["predicted"]`` tells carried boxes.
 
     Deprecated keywords (one more release, with a warning): ``tracker_options`` (use ``track={...}``),
     ``open_timeout`` / ``read_timeout`` (use ``Reconnect(open_timeout=..., read_timeout=...)``).
@@ -94,6 +104,8 @@ class StreamRunner:
         track: bool | Mapping[str, Any] = False,
         batch: int | None = None,
         loop: bool = False,
+        motion: bool | Motion = False,
+        schedule: Schedule | None = None,
         **deprecated: Any,
     ) -> None:
         reconnect, track, timeouts = _deprecated(deprecated, reconnect, track)
@@ -124,14 +136,30 @@ class StreamRunner:
         self._started = False
         self._t_start = 0.0
         self._t_end: float | None = None
-        self._rr = RoundRobin()
+        self._make_tracker: Callable[[float], Tracker] | None = None
+        self.motion: Motion | None = (Motion() if motion is True else motion) or None
+        if self.motion is not None and not isinstance(self.motion, Motion):
+            raise InputTypeError(f"motion must be True, False or Motion(...), got {type(motion).__name__}")
+        if schedule is not None and not isinstance(schedule, Schedule):
+            raise InputTypeError(f"schedule must be a Schedule(...) or None, got {type(schedule).__name__}")
+        self.schedule = schedule or (Schedule() if self.motion is not None else None)
         self._sources = self._open(specs, drop_stale, track)
         self.track = bool(track)
         self._board = StatusBoard(self._cond, on_status, self._now)
         self._capture = Capture(self._sources, self.opts, self._cond, self._stop, self._board, self._now)
+        if self.motion is not None:
+            self._motion = [MotionDetector(self.motion) for _ in self._sources]
+            self._capture.on_frame = self._analyse
 
     def _now(self) -> float:
         return self.clock()
+
+    def _analyse(self, src: SourceState, frame: np.ndarray) -> MotionResult:
+        """Motion analysis of a source's new frame, in its capture thread; a new remark goes to the status."""
+        result = self._motion[src.index].update(frame)
+        if result.note != src.status.note:
+            self._board.note(src, result.note)
+        return result
 
     def _open(self, specs: list, drop_stale: bool | None, track: bool | Mapping[str, Any]) -> list[SourceState]:
         sources: list[SourceState] = []
@@ -144,8 +172,12 @@ class StreamRunner:
                 sources.append(src)
             if track:
                 options = dict(track) if isinstance(track, Mapping) else {}
+                self._make_tracker = lambda fps: Tracker(frame_rate=fps, **options)  # noqa: E731
                 for src in sources:
-                    src.tracker = Tracker(frame_rate=src.fps, **options)
+                    src.tracker = self._make_tracker(src.fps)
+            if self.schedule is not None:  # every frame gets a result: live sources keep a short backlog
+                for src in sources:
+                    src.keep = src.capacity = max(2, int(self.schedule.backlog * src.fps))
         except BaseException:
             for src in sources:
                 src.cap.release()
@@ -216,39 +248,6 @@ class StreamRunner:
         return StreamStats(**{**total.__dict__, "sources": per})
 
     # ---------------------------------------------------------------------------------------- consumer
-    def _take(self, block: bool) -> list[Frame]:
-        """Up to ``self.batch`` frames, one source at a time in round-robin order; waits briefly if ``block``."""
-        with self._cond:
-            items = self._gather()
-            if not items and block and not self._stop.is_set() and not self._all_done_locked():
-                self._cond.wait(0.05)
-                items = self._gather()
-            if items:
-                self._cond.notify_all()  # capture threads waiting on a full queue
-            return items
-
-    def _gather(self) -> list[Frame]:
-        if self._stop.is_set():
-            return []
-        return self._rr.take([s.queue for s in self._sources], self.batch)
-
-    def _all_done_locked(self) -> bool:
-        return self._stop.is_set() or all(s.finished and not s.queue for s in self._sources)
-
-    def _submit(self, items: list[Frame]) -> Future:
-        now = self.clock()
-        for it in items:
-            it.t_submit = now
-        fut = self._infer.submit([it.frame for it in items])
-
-        def done(_: Future) -> None:
-            t = self.clock()
-            for it in items:
-                it.t_done = t
-
-        fut.add_done_callback(done)
-        return fut
-
     def __iter__(self) -> Iterator[StreamResult]:
         if self._started:
             raise ConfigError("a StreamRunner can be iterated once; make a new one")
@@ -261,59 +260,18 @@ class StreamRunner:
                 src.last_frame = self.clock()
             self._board.set(src, "connecting")
             self._capture.start(src, src.cap)
-        pending: collections.deque[tuple[list[Frame], Future]] = collections.deque()
+        if self.schedule is not None:
+            loop: Any = DetectTrack(self, self.schedule, self.motion, self._make_tracker)
+        else:
+            loop = EveryFrame(self)
         try:
-            while True:
-                self._capture.check_watchdog()
-                if len(pending) < self.max_inflight:
-                    # don't block on the sources while results are ready to hand out
-                    items = self._take(block=not pending)
-                    if items:
-                        pending.append((items, self._submit(items)))
-                        continue
-                if not pending:
-                    with self._cond:
-                        if self._all_done_locked():
-                            break
-                    continue
-                items, fut = pending.popleft()
-                out = fut.result()
-                for it, dets in zip(items, out):
-                    yield self._result(it, dets, items)
+            yield from loop.run()
         finally:
             self._t_end = self.clock()
             self.stop()
         errors = [s.error for s in self._sources if s.error is not None]
         if errors:
             raise errors[0]
-
-    def _result(self, it: Frame, dets: Detections, group: list[Frame]) -> StreamResult:
-        src = self._sources[it.src]
-        t_track = 0.0
-        if src.tracker is not None:
-            t0 = time.perf_counter()
-            dets = src.tracker.update(dets)
-            t_track = time.perf_counter() - t0
-        tm = dets.timing
-        k = max(1, tm.images) if tm is not None else len(group)
-        now = self.clock()
-        timing = FrameTiming(
-            capture=it.capture,
-            wait=it.t_submit - it.t_read,
-            preprocess=tm.preprocess / k if tm else 0.0,
-            # a detector that reports no Timing: the whole call (submit -> done) counts as inference
-            infer=tm.infer / k if tm else max(0.0, it.t_done - it.t_submit) / k,
-            postprocess=tm.postprocess / k if tm else 0.0,
-            track=t_track,
-            latency=now - it.t_read,
-            batch=k,
-        )
-        with self._cond:
-            src.processed += 1
-            src.counts["detected"] += 1
-            for key in SourceState.STAGE_KEYS:
-                src.sums[key] += getattr(timing, key)
-        return StreamResult(it.frame, dets, it.index, it.t_read, timing.latency, src.index, src.name, timing)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop reading; an iteration in progress ends after the calls already in inference. Waits for the

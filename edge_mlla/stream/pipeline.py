@@ -1,0 +1,250 @@
+"""Detect-and-track: the consumer loop of :class:`~edge_mlla.stream.StreamRunner` when motion gating or a
+:class:`~edge_mlla.stream.Schedule` is on. Every frame read gets a result, in its source's order: ``detected`` (the
+detector ran on it, whole or on motion regions), ``predicted`` (the boxes carried from the last detection) or ``gated``
+(no motion: the boxes stay). Each source is a :class:`Lane` of frames waiting to be handed out; a
+:class:`~edge_mlla.stream.schedule.DetectScheduler` gives the detector's free calls to the sources' due frames."""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge_mlla.results import Detections
+from edge_mlla.stream.capture import Capture, Frame, SourceState
+from edge_mlla.stream.carry import Carrier, marked
+from edge_mlla.stream.motion import Motion, MotionResult
+from edge_mlla.stream.records import FrameTiming, StreamResult
+from edge_mlla.stream.regions import crops_of, merge_regions, plan_regions
+from edge_mlla.stream.schedule import Candidate, DetectScheduler, Schedule
+
+_STILL = MotionResult("still")
+
+
+@dataclass
+class Entry:
+    """One frame in a lane: ``mode`` is ``wait`` (due, waiting for the detector), ``detect`` / ``regions`` (in the
+    detector: ``future``), ``predict`` or ``gate`` (handed out with the carried boxes when its turn comes)."""
+
+    frame: Frame
+    mode: str
+    future: Future | None = None
+    regions: np.ndarray | None = None
+
+
+class Lane:
+    """One source's frames in order, its carried boxes, its tracker and what the last detection looked at."""
+
+    def __init__(self, src: SourceState, make_tracker: Callable[[float], Any] | None) -> None:
+        self.src = src
+        self.entries: collections.deque[Entry] = collections.deque()
+        self.carrier = Carrier()
+        self.make_tracker = make_tracker
+        self.tracker = src.tracker
+        self.checked = np.zeros((0, 4), np.float32)  # motion boxes the last detection already looked at
+        self.shape: tuple[int, ...] | None = None
+        self.fps = src.fps
+        self.t_prev: float | None = None
+        self.waiting: Entry | None = None
+
+    def reset(self) -> None:
+        """The picture changed (resolution, or black): forget what was carried and tracked."""
+        self.carrier = Carrier()
+        self.tracker = self.make_tracker(self.src.fps) if self.make_tracker else None
+        self.checked = np.zeros((0, 4), np.float32)
+
+    def observe(self, frame: Frame) -> None:
+        """Follow the frame's size and the source's real frame rate."""
+        if self.shape is not None and frame.frame.shape != self.shape:
+            self.reset()
+        self.shape = frame.frame.shape
+        if self.t_prev is not None and frame.t_read > self.t_prev:
+            self.fps = 0.8 * self.fps + 0.2 / (frame.t_read - self.t_prev)
+        self.t_prev = frame.t_read
+
+    def unexplained(self, motion: MotionResult, t: float) -> bool:
+        """Motion that no moving carried box touches (a still one does not move the picture) and that the last
+        detection did not already look at (a moving blob mostly inside a blob it looked at): something new came in."""
+        if not len(motion.boxes):
+            return False
+        b = motion.boxes
+        if len(self.carrier):
+            k = self.carrier.predict(t).xyxy[self.carrier.moving()]
+            touch = (b[:, None, 0] < k[None, :, 2]) & (k[None, :, 0] < b[:, None, 2]) & \
+                    (b[:, None, 1] < k[None, :, 3]) & (k[None, :, 1] < b[:, None, 3])  # fmt: skip
+            b = b[~touch.any(1)]
+        if not len(b) or not len(self.checked):
+            return bool(len(b))
+        c = self.checked
+        iw = np.clip(np.minimum(b[:, None, 2], c[None, :, 2]) - np.maximum(b[:, None, 0], c[None, :, 0]), 0, None)
+        ih = np.clip(np.minimum(b[:, None, 3], c[None, :, 3]) - np.maximum(b[:, None, 1], c[None, :, 1]), 0, None)
+        area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1.0)
+        return bool(((iw * ih).max(1) / area < 0.7).any())
+
+
+class DetectTrack:
+    """The detect-and-track loop (see the module docstring) over a runner's sources."""
+
+    def __init__(self, runner: Any, schedule: Schedule, motion: Motion | None,
+                 make_tracker: Callable[[float], Any] | None) -> None:  # fmt: skip
+        self.r = runner
+        self.schedule, self.motion = schedule, motion
+        self.lanes = [Lane(src, make_tracker) for src in runner._sources]
+        self.scheduler = DetectScheduler(schedule, len(self.lanes))
+        self.inflight = 0
+        imgsz = getattr(runner.detector, "imgsz", None)
+        self.model_hw = tuple(int(v) for v in imgsz) if motion is not None and motion.regions and imgsz else None
+
+    # ---------------------------------------------------------------------------------------- the loop
+    def run(self) -> Iterator[StreamResult]:
+        r = self.r
+        capture: Capture = r._capture
+        while True:
+            capture.check_watchdog()
+            with r._cond:
+                taken = [list(src.queue) for src in r._sources]
+                for src in r._sources:
+                    src.queue.clear()
+                done = r._stop.is_set() or all(s.finished for s in r._sources)
+                if any(taken):
+                    r._cond.notify_all()
+            for lane, frames in zip(self.lanes, taken):
+                for f in frames:
+                    self._admit(lane, f)
+            self._grant()
+            emitted = 0
+            for lane in self.lanes:
+                for res in self._emit(lane):
+                    emitted += 1
+                    yield res
+            if r._stop.is_set() and not any(e.mode in ("detect", "regions") for ln in self.lanes for e in ln.entries):
+                return  # stopped: what is not in the detector is not handed out
+            if done and not any(ln.entries for ln in self.lanes):
+                return
+            if not emitted and not any(taken):
+                with r._cond:
+                    if not any(src.queue for src in r._sources) and not r._stop.is_set():
+                        r._cond.wait(0.05)
+
+    # ---------------------------------------------------------------------------------------- deciding
+    def _admit(self, lane: Lane, f: Frame) -> None:
+        lane.observe(f)
+        motion = f.motion if isinstance(f.motion, MotionResult) else None
+        if lane.waiting is not None:  # a newer frame of this source: the waiting one is carried instead
+            lane.waiting.mode = "predict"
+            lane.waiting = None
+        if motion is not None and motion.state == "dark":
+            lane.reset()
+            self._append(lane, Entry(f, "gate"))
+            return
+        moving = motion is None or motion.moving
+        urgent = motion is not None and (motion.state == "all" or lane.unexplained(motion, f.t_read))
+        if not moving and lane.carrier.moving().any():  # stillness nothing explains: stopped, or too small for the gate
+            moving = urgent = True
+        every = lane.carrier.every(lane.fps, self.schedule.shift, self.schedule.max_every) if moving else None
+        interval = every / max(lane.fps, 1e-6) if every else self.schedule.min_interval
+        if self.scheduler.due(lane.src.index, f.t_read, interval, urgent):
+            entry = Entry(f, "wait")
+            lane.waiting = entry
+        else:
+            entry = Entry(f, "predict" if moving else "gate")
+        self._append(lane, entry)
+
+    def _append(self, lane: Lane, entry: Entry) -> None:
+        lane.entries.append(entry)
+        cap = max(2, int(self.schedule.backlog * max(lane.fps, 1.0)))
+        if len(lane.entries) > cap:  # the detector is stuck or far behind: drop the oldest carried frame
+            for i, e in enumerate(lane.entries):
+                if e.mode in ("predict", "gate"):
+                    del lane.entries[i]
+                    with self.r._cond:
+                        lane.src.dropped += 1
+                    break
+
+    def _grant(self) -> None:
+        free = self.r.max_inflight - self.inflight
+        if free <= 0:
+            return
+        waiting = [Candidate(ln.src.index, ln.waiting.frame.t_read, item=ln.waiting) for ln in self.lanes if ln.waiting]
+        for c in self.scheduler.order(waiting)[:free]:
+            lane = self.lanes[c.source]
+            self._submit(lane, c.item)
+            lane.waiting = None
+
+    def _submit(self, lane: Lane, entry: Entry) -> None:
+        f = entry.frame
+        motion = f.motion if isinstance(f.motion, MotionResult) else _STILL
+        regions = None
+        if self.model_hw is not None and motion.state == "motion":
+            regions = plan_regions(motion.boxes, (f.frame.shape[1], f.frame.shape[0]), self.model_hw, self.motion)
+        images = crops_of(f.frame, regions) if regions is not None else [f.frame]
+        entry.mode, entry.regions = ("regions" if regions is not None else "detect"), regions
+        f.t_submit = self.r.clock()
+        self.scheduler.granted(lane.src.index, f.t_read)
+        lane.checked = motion.boxes
+        self.inflight += 1
+        entry.future = self.r._infer.submit(images)
+
+        def done(_: Future) -> None:
+            f.t_done = self.r.clock()
+            with self.r._cond:
+                self.r._cond.notify_all()
+
+        entry.future.add_done_callback(done)
+
+    # ---------------------------------------------------------------------------------------- handing out
+    def _emit(self, lane: Lane) -> Iterator[StreamResult]:
+        while lane.entries:
+            e = lane.entries[0]
+            if e.mode == "wait" or (e.future is not None and not e.future.done()):
+                return
+            lane.entries.popleft()
+            if e.future is not None:
+                self.inflight -= 1
+                yield self._detected(lane, e)
+            else:
+                yield self._carried(lane, e)
+
+    def _detected(self, lane: Lane, e: Entry) -> StreamResult:
+        f = e.frame
+        out = e.future.result()
+        timing = out[0].timing if out else None
+        t0 = time.perf_counter()
+        if e.regions is not None:
+            shown = lane.carrier.compose(merge_regions(out, e.regions, (f.frame.shape[1], f.frame.shape[0])), f.t_read, e.regions)
+        else:
+            shown = marked(out[0], False)
+        if lane.tracker is not None:
+            shown = lane.tracker.update(shown)
+        lane.carrier.update(shown, f.t_read)
+        track = time.perf_counter() - t0
+        tm = FrameTiming(f.capture, f.t_submit - f.t_read, timing.preprocess if timing else 0.0,  # one frame a call
+                         timing.infer if timing else max(0.0, f.t_done - f.t_submit), timing.postprocess if timing else 0.0,
+                         track, self.r.clock() - f.t_read, len(out))  # fmt: skip
+        return self._result(lane, f, shown, tm, "regions" if e.regions is not None else "detected")
+
+    def _carried(self, lane: Lane, e: Entry) -> StreamResult:
+        f = e.frame
+        t0 = time.perf_counter()
+        if e.mode == "gate":
+            lane.carrier.freeze(f.t_read)
+        dets = lane.carrier.predict(f.t_read)
+        tm = FrameTiming(capture=f.capture, track=time.perf_counter() - t0, latency=self.r.clock() - f.t_read)
+        return self._result(lane, f, dets, tm, "gated" if e.mode == "gate" else "predicted")
+
+    def _result(self, lane: Lane, f: Frame, dets: Detections, tm: FrameTiming, mode: str) -> StreamResult:
+        src = lane.src
+        with self.r._cond:
+            src.processed += 1
+            src.counts["carried" if mode == "predicted" else mode] += 1
+            if mode == "regions":
+                src.counts["detected"] += 1
+            for key in SourceState.STAGE_KEYS:
+                src.sums[key] += getattr(tm, key)
+        return StreamResult(f.frame, dets, f.index, f.t_read, tm.latency, src.index, src.name, tm, mode)
+
