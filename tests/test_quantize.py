@@ -168,6 +168,16 @@ def test_onnxruntime_int8_end_to_end(ort_report, fp_onnx, calib_dir):
     _check_close(fp_onnx, out, _calib_images(calib_dir), "onnxruntime")
 
 
+def test_another_size_than_training_is_said(ov_report, fp_xml):
+    """The export records the training size; quantizing at another one says so (and what it may cost)."""
+    from edge_mlla.modelfile import inspect_model
+
+    trained = inspect_model(fp_xml).info.edge_mlla["train_imgsz"]
+    assert isinstance(trained, int) and trained != IMGSZ  # the bundled model was trained at 416, exported here at 320
+    (note,) = [n for n in ov_report.notes if f"trained at {trained}" in n]
+    assert f"{IMGSZ}x{IMGSZ}" in note and "accuracy" in note and f"note: {note}" in ov_report.table()
+
+
 def test_defaults():
     import inspect
 

@@ -202,6 +202,7 @@ def _prepare(model, hw: tuple[int, int], batch: int, dynamic: bool, reparam: boo
 
 def _metadata(model, hw, batch, dynamic, half, stride, reparam: bool = True) -> dict[str, str]:
     from edge_mlla.modelfile import make_metadata
+    from edge_mlla.nn.load import train_imgsz
     from edge_mlla.nn.reparam import deploy_blocks
 
     names = getattr(model, "names", None) or {i: str(i) for i in range(model.model[-1].nc)}
@@ -217,6 +218,7 @@ def _metadata(model, hw, batch, dynamic, half, stride, reparam: bool = True) -> 
         precision="f16" if half else "f32",
         dynamic=dynamic,
         mlla_blocks=len(deploy_blocks(model)),
+        train_imgsz=train_imgsz(model),  # quantize warns when the model runs at another size
     )
     # Keys Ultralytics' AutoBackend also reads (nn/backends/base.py: apply_metadata): its export args and head.
     md.setdefault("args", str({"batch": batch, "dynamic": dynamic, "half": half, "nms": False}))
