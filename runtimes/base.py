@@ -175,6 +175,20 @@ def call_times_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> list[
     return times
 
 
+def check_threads(threads: object) -> int | None:
+    """The ``threads`` option every backend takes (CPU threads for inference; None: the runtime's default).
+
+    Example:
+        >>> check_threads(2), check_threads(None)
+        (2, None)
+    """
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be a positive int or None, got {threads!r}")
+    return threads
+
+
 def _fmt_shape(shape: tuple[int | None, ...]) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_mlla.errors import BackendUnavailableError, ClosedError, ConfigError, ModelFileError
 from edge_mlla.modelfile import file_precision, normalize_precision, resolve_model_file
-from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, register
+from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, check_threads, register
 
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 _ORT_DTYPES = {
@@ -58,7 +58,7 @@ def session_options(ort: Any, threads: int | None, inter_threads: int | None, gr
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[level]
-    for attr, value in (("intra_op_num_threads", threads), ("inter_op_num_threads", inter_threads)):
+    for attr, value in (("intra_op_num_threads", check_threads(threads)), ("inter_op_num_threads", inter_threads)):
         if value is not None:
             if int(value) < 0:
                 raise ConfigError(f"{attr} must be >= 0 (0 = runtime default), got {value}")

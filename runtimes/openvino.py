@@ -26,7 +26,7 @@ import numpy as np
 
 from edge_mlla.errors import BackendUnavailableError, ClosedError, ConfigError, ModelFileError
 from edge_mlla.modelfile import normalize_precision, read_openvino_metadata, resolve_model_file
-from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, register
+from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, check_threads, register
 from edge_mlla.runtimes.capabilities import device_capabilities, is_simulated, native_precision  # noqa: F401  (re-exported)
 
 LOGGER = logging.getLogger("edge_mlla.runtimes")
@@ -112,7 +112,8 @@ class OpenVINOBackend(AsyncBackend):
     the inference precision hint, always set explicitly (``int8`` is accepted for an INT8 IR: its float ops then
     run in the native precision);
     ``hint``: ``latency`` (default) or ``throughput``; ``jobs``: async requests in flight (default: the
-    device's optimal number); ``config``: extra OpenVINO properties; ``cache_dir``: compiled-model cache;
+    device's optimal number); ``threads``: CPU threads for inference (default: all cores); ``config``: extra
+    OpenVINO properties; ``cache_dir``: compiled-model cache;
     ``fused_preprocess`` (default True): the compiled model takes letterboxed BGR uint8 NHWC images and converts
     them itself (``input_layout == "nhwc_u8"``); ``infer`` still accepts the float NCHW RGB batch too."""
 
@@ -142,12 +143,13 @@ class OpenVINOBackend(AsyncBackend):
         config: dict[str, Any] | None = None,
         cache_dir: str | Path | None = None,
         fused_preprocess: bool = True,
+        threads: int | None = None,
         **options: Any,
     ) -> None:
         if options:
             raise ConfigError(
-                f"openvino backend got unknown options {sorted(options)}; expected hint, jobs, config, cache_dir, "
-                "fused_preprocess"
+                f"openvino backend got unknown options {sorted(options)}; expected hint, jobs, threads, config, "
+                "cache_dir, fused_preprocess"
             )
         try:
             ov = _import_ov()
@@ -195,7 +197,8 @@ class OpenVINOBackend(AsyncBackend):
             raise ConfigError(
                 f"precision='int8' but {path.name} is not quantized; quantize it (edge-mlla quantize) or leave precision=None"
             )
-        props = {"PERFORMANCE_HINT": _HINTS[hint_key], **(config or {})}
+        threads = check_threads(threads)
+        props = {"PERFORMANCE_HINT": _HINTS[hint_key], **({"INFERENCE_NUM_THREADS": threads} if threads else {}), **(config or {})}
         if base != "NPU":  # NPU has no precision hint; it runs f16
             props["INFERENCE_PRECISION_HINT"] = prec
         try:

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from edge_mlla.errors import BackendUnavailableError, ClosedError, ConfigError, MissingFileError
-from edge_mlla.modelfile import normalize_precision
-from edge_mlla.runtimes.base import Backend, TensorSpec, register
+from edge_mlla.modelfile import make_metadata, normalize_precision
+from edge_mlla.runtimes.base import Backend, TensorSpec, check_threads, register
 
 
 def _deploy_model(path: Path) -> Any:
@@ -55,9 +55,11 @@ class TorchBackend(Backend):
                 return f"{pkg} is not installed; {hint} (or pip install 'edge-mlla[train]')"
         return None
 
-    def __init__(self, path: str | Path, device: str | None = None, precision: str | None = None, **options: Any) -> None:
+    def __init__(self, path: str | Path, device: str | None = None, precision: str | None = None,
+                 threads: int | None = None, **options: Any) -> None:
         if options:
-            raise ConfigError(f"torch backend takes no options, got {sorted(options)}")
+            raise ConfigError(f"torch backend takes only the threads option, got {sorted(options)}")
+        threads = check_threads(threads)
         reason = self.check()
         if reason:
             raise BackendUnavailableError(reason)
@@ -81,16 +83,15 @@ class TorchBackend(Backend):
         self._model = model.to(torch.device(dev), dtype=self._dtype).eval()
         self._lock = threading.Lock()  # one forward at a time: eager modules are not re-entrant-safe
         self.path, self.device, self.precision = path, dev, prec
-        names = getattr(model, "names", None) or {}
+        if threads:
+            torch.set_num_threads(threads)  # process-wide in torch: the last backend made decides
+        names = {int(k): str(v) for k, v in dict(getattr(model, "names", None) or {}).items()}
         stride = int(max(int(s) for s in model.stride.tolist())) if hasattr(model, "stride") else 32
-        imgsz = (getattr(model, "args", None) or {}).get("imgsz", 640) if isinstance(getattr(model, "args", None), dict) else 640
+        from edge_mlla.nn.load import train_imgsz
+
+        imgsz = train_imgsz(model) or 640
         nc = len(names) or int(getattr(model.model[-1], "nc", 80))
-        self._metadata = {
-            "names": repr({int(k): str(v) for k, v in dict(names).items()}),
-            "stride": str(stride),
-            "imgsz": repr([int(imgsz), int(imgsz)] if isinstance(imgsz, int) else [int(v) for v in imgsz]),
-            "task": "detect",
-        }
+        self._metadata = make_metadata(names, stride, (imgsz, imgsz), precision=prec)
         self._inputs = [TensorSpec("images", (None, 3, None, None), np.dtype(np.float32))]
         self._outputs = [TensorSpec("output0", (None, 4 + nc, None), np.dtype(np.float32))]
 

@@ -227,7 +227,14 @@ def test_wrong_model_files(tmp_path):
         OnnxRuntimeBackend(junk)
     xml = tmp_path / "junk.xml"
     xml.write_text("<net/>")
-    with pytest.raises(ModelFileError, match="openvino could not read"):
+    with pytest.raises(ModelFileError, match="its weights file junk.bin is missing"):
+        OpenVINOBackend(xml)
+    xml.with_suffix(".bin").write_bytes(b"\0" * 16)
+    with pytest.raises(ModelFileError, match="openvino could not read") as e:
+        OpenVINOBackend(xml)
+    assert "\n" not in str(e.value) and "Exception from src/" not in str(e.value)  # one line, no C++ source paths
+    xml.write_bytes(np.random.default_rng(0).bytes(500))
+    with pytest.raises(ModelFileError, match="is not an OpenVINO IR"):
         OpenVINOBackend(xml)
 
 
@@ -399,3 +406,17 @@ def test_cuda_backend_on_gpu(exported, batch):
     assert out.shape == ref.shape
     np.testing.assert_allclose(out[:, 4:], ref[:, 4:], atol=1e-3)
     np.testing.assert_array_equal(be.submit(batch).result()[0], out)
+
+
+def test_every_backend_takes_threads(exported):
+    """One ``threads`` option for every backend, checked the same way, read back from the runtime itself."""
+    from edge_mlla.runtimes.onnxruntime import OnnxRuntimeBackend
+    from edge_mlla.runtimes.openvino import OpenVINOBackend
+
+    ov = OpenVINOBackend(exported("openvino"), threads=1, precision="f32")
+    assert int(ov._compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+    ort = OnnxRuntimeBackend(exported("onnx"), threads=1)
+    assert ort._session.get_session_options().intra_op_num_threads == 1
+    for cls, path in ((OpenVINOBackend, exported("openvino")), (OnnxRuntimeBackend, exported("onnx"))):
+        with pytest.raises(ConfigError, match="threads must be a positive int or None, got 0"):
+            cls(path, threads=0)

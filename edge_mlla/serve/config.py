@@ -158,18 +158,15 @@ def positive_seconds(value: Any, what: str) -> float:
 
 
 def thread_options(backend: str, threads: int | None, options: dict[str, Any]) -> dict[str, Any]:
-    """Backend options that limit the runtime to ``threads`` threads (merged with the user's).
+    """Backend options that limit the runtime to ``threads`` threads (merged with the user's; every backend takes
+    ``threads``).
 
     Example:
         >>> thread_options("openvino", 2, {})
-        {'config': {'INFERENCE_NUM_THREADS': 2}}
+        {'threads': 2}
     """
     opts = dict(options)
-    if threads is None:
-        return opts
-    if backend == "openvino":
-        opts["config"] = {"INFERENCE_NUM_THREADS": int(threads), **(opts.get("config") or {})}
-    elif backend in ("onnxruntime", "cuda"):
+    if threads is not None:
         opts.setdefault("threads", int(threads))
     return opts
 
