@@ -306,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"edge-mlla {args.cmd}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `edge-mlla ... | head` closed our stdout: the reader is done, not an error of ours
+        import os  # (https://docs.python.org/3/library/signal.html#note-on-sigpipe)
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush must not raise again
+        return 0
     except Exception as e:  # a bug: one line for the user, the traceback with --verbose
         if verbose:
             raise

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import pkgutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -226,19 +225,23 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+# The built-in backends, one module each; a module registers its class when imported. Listed here rather than found
+# by importing this package back (base is imported by that package's __init__): a third-party backend calls
+# :func:`register` itself.
+BUILTIN_BACKENDS = ("openvino", "onnxruntime", "cuda", "torch")
+
+
 def _discover() -> None:
-    """Import every module of this package once, so each backend file registers itself."""
+    """Import the built-in backend modules once, so each registers itself."""
     global _DISCOVERED
     if _DISCOVERED:
         return
     _DISCOVERED = True
-    pkg = importlib.import_module("edge_mlla.runtimes")
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name != "base" and not mod.name.startswith("_"):
-            try:
-                importlib.import_module(f"edge_mlla.runtimes.{mod.name}")
-            except Exception as e:  # a broken plugin file must not break the others
-                LOGGER.warning("could not import backend module %s: %s", mod.name, e)
+    for name in BUILTIN_BACKENDS:
+        try:
+            importlib.import_module(f"{__package__}.{name}")
+        except Exception as e:  # a broken backend file must not break the others
+            LOGGER.warning("could not import backend module %s: %s", name, e)
 
 
 def backends() -> dict[str, type[Backend]]:
