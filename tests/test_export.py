@@ -254,8 +254,16 @@ def test_missing_checkpoint(tmp_path):
 def test_corrupt_checkpoint(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00not a zip file, not a pickle" * 10)
-    with pytest.raises(ModelFileError, match="not a loadable"):
+    with pytest.raises(ModelFileError, match="not a PyTorch checkpoint") as e:
         export(bad, output=tmp_path)
+    assert "yolo predict" not in str(e.value)  # not Ultralytics' advice to download a model
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "zip.pt", "w") as z:  # a zip, but not a torch archive: the cause, on one line
+        z.writestr("a/data.pkl", b"garbage")
+    with pytest.raises(ModelFileError, match=r"not a loadable Ultralytics checkpoint \(\w+Error: ") as e:
+        export(tmp_path / "zip.pt", output=tmp_path)
+    assert "\n" not in str(e.value) and "yolo predict" not in str(e.value)
     notpt = tmp_path / "model.onnx"
     notpt.write_bytes(b"x")
     with pytest.raises(ModelFileError, match=r"\.pt"):
