@@ -2,6 +2,9 @@
 
 * **Which file**: :func:`resolve_model_file` (an OpenVINO export folder -> its single ``.xml``) and
   :func:`model_suffix`; :func:`inspect_model` reads a file's input spec, metadata and whether it is INT8.
+* **Which files make a model**: :func:`model_files` (``x.onnx``; ``x.xml`` + ``x.bin`` + ``metadata.yaml``), and
+  writing them so that a reader never sees half a model: :func:`atomic_write` (a model file and its companions),
+  :func:`replace_dir` (a whole folder).
 * **Precision vocabulary**: :data:`PRECISIONS` (``f32``, ``bf16``, ``f16``, ``int8``) and
   :func:`normalize_precision`; the metadata uses the same names (older files said ``fp32``/``fp16``).
 * **Metadata**, one format, written by export and quantize, read by Detector:
@@ -34,6 +37,9 @@ import ast
 import json
 import logging
 import os
+import shutil
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -398,3 +404,71 @@ def inspect_model(path: str | os.PathLike) -> ModelFile:
         raise ModelFileError(f"{p} input has shape {dims}; expected (batch, 3, height, width)")
     quantized = read_graph(m).is_quantized() or our_entry(md).get("precision") == "int8"
     return ModelFile(p, fmt, name, dims, md, quantized, outs)
+
+
+# ------------------------------------------------------------------------------------------- files of a model
+def model_files(path: str | os.PathLike) -> list[Path]:
+    """The files that make up a model, the model file first: ``x.onnx``; ``x.xml`` + ``x.bin`` (+ ``metadata.yaml``
+    when present); ``x.pt``. An OpenVINO export folder stands for its ``.xml``.
+
+    Raises MissingFileError when the model or an IR's ``.bin`` is missing.
+    """
+    path = resolve_model_file(path)
+    files = [path]
+    if path.suffix.lower() == ".xml":
+        if not path.with_suffix(".bin").is_file():
+            raise MissingFileError(f"{path} has no weights file {path.with_suffix('.bin').name} beside it")
+        files.append(path.with_suffix(".bin"))
+        if (path.parent / "metadata.yaml").is_file():
+            files.append(path.parent / "metadata.yaml")
+    return files
+
+
+def atomic_write(
+    target: Path, write: Callable[[Path], None], companions: tuple[str, ...] = (), extras: tuple[str, ...] = ()
+) -> Path:
+    """Call ``write(tmp_path)`` on a temporary name beside ``target``, then rename into place.
+
+    ``companions`` are suffixes of files written next to the model under the same stem (``.bin`` for an
+    OpenVINO IR), ``extras`` other file names written beside it (``metadata.yaml``); they are renamed first and
+    the model file last, so a reader never finds a new ``.xml`` without its ``.bin``. On any error nothing at
+    ``target`` changes and temporaries are removed.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> atomic_write(d / "m.onnx", lambda t: t.write_bytes(b"x")).read_bytes()
+        b'x'
+    """
+    tmp_dir = target.parent / f".{target.stem}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp_dir.mkdir(parents=True)
+    tmp = tmp_dir / target.name
+    try:
+        write(tmp)
+        for suf in companions:
+            c = tmp.with_suffix(suf)
+            if c.is_file():
+                os.replace(c, target.with_suffix(suf))
+        for name in extras:
+            if (tmp_dir / name).is_file():
+                os.replace(tmp_dir / name, target.parent / name)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return target
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move a finished folder into place; an existing one is swapped out only after the new one is complete."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(dst, old)
+    try:
+        os.replace(src, dst)
+    except OSError:
+        if old is not None:
+            os.replace(old, dst)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 from edge_mlla._io import ensure_writable_dir
 from edge_mlla.errors import ModelFileError, OutputNotWritableError
-from edge_mlla.modelfile import ModelFile, inspect_model
+from edge_mlla.modelfile import ModelFile, atomic_write, inspect_model  # noqa: F401  (atomic_write: re-exported)
 
 LOGGER = logging.getLogger("edge_mlla")
 
@@ -51,34 +48,6 @@ def resolve_output(output: str | os.PathLike | None, src: Path, backend: str) ->
         raise OutputNotWritableError(f"output {out} is the source model; choose another path")
     ensure_writable_dir(out.parent)
     return out
-
-
-def atomic_write(
-    target: Path, write: Callable[[Path], None], companions: tuple[str, ...] = (), extras: tuple[str, ...] = ()
-) -> Path:
-    """Call ``write(tmp_path)`` on a temporary name beside ``target``, then rename into place.
-
-    ``companions`` are suffixes of files written next to the model under the same stem (``.bin`` for an
-    OpenVINO IR), ``extras`` other file names written beside it (``metadata.yaml``); they are renamed first and
-    the model file last, so a reader never finds a new ``.xml`` without its ``.bin``. On any error nothing at
-    ``target`` changes and temporaries are removed.
-    """
-    tmp_dir = target.parent / f".{target.stem}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp_dir.mkdir(parents=True)
-    tmp = tmp_dir / target.name
-    try:
-        write(tmp)
-        for suf in companions:
-            c = tmp.with_suffix(suf)
-            if c.is_file():
-                os.replace(c, target.with_suffix(suf))
-        for name in extras:
-            if (tmp_dir / name).is_file():
-                os.replace(tmp_dir / name, target.parent / name)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    return target
 
 
 def file_size(path: Path) -> int:

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 from edge_mlla._env import setup_offline
@@ -37,6 +35,7 @@ from edge_mlla.errors import ConfigError, InputTypeError  # noqa: E402
 from edge_mlla.export.audit import MLLA_FORBIDDEN, OpAudit, op_audit, op_types  # noqa: E402
 from edge_mlla.export.to_onnx import to_onnx  # noqa: E402
 from edge_mlla.export.to_openvino import to_openvino  # noqa: E402
+from edge_mlla.modelfile import replace_dir  # noqa: E402
 from edge_mlla.nn.load import load_detector  # noqa: E402  (re-exported: export's loader is the model side's)
 
 LOGGER = logging.getLogger("edge_mlla")
@@ -150,7 +149,7 @@ def export(
             ov_tmp = tmp / f"{stem}_openvino_model"
             to_openvino(onnx_tmp, ov_tmp / f"{stem}.xml", metadata, half)
             target_dir = out_dir / ov_tmp.name
-            _replace_dir(ov_tmp, target_dir)
+            replace_dir(ov_tmp, target_dir)
             target = target_dir / f"{stem}.xml"
     LOGGER.debug("exported %s (%s, imgsz %sx%s, batch %s%s%s)", target, fmt, *hw, batch,
                 ", dynamic" if dynamic else "", ", fp16" if half else "")  # fmt: skip
@@ -225,21 +224,5 @@ def _metadata(model, hw, batch, dynamic, half, stride, reparam: bool = True) -> 
     md.setdefault("channels", "3")
     md.setdefault("end2end", str(bool(getattr(model, "end2end", False))))
     return md
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished folder into place; an existing one is swapped out only after the new one is complete."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(dst, old)
-    try:
-        os.replace(src, dst)
-    except OSError:
-        if old is not None:
-            os.replace(old, dst)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 

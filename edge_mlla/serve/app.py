@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_mlla.errors import MissingDependencyError, MissingFileError
-from edge_mlla.serve.config import DEPLOYMENT_NAME, PIP, ServeConfig, model_files, probe, replica_target
+from edge_mlla.modelfile import model_files
+from edge_mlla.serve.config import DEPLOYMENT_NAME, PIP, ServeConfig, probe, replica_target
 
 LOGGER = logging.getLogger("edge_mlla.serve")
 

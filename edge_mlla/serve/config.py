@@ -171,17 +171,6 @@ def thread_options(backend: str, threads: int | None, options: dict[str, Any]) -
     return opts
 
 
-def model_files(path: Path) -> list[Path]:
-    """The files that make up a model: ``x.onnx``; ``x.xml`` + ``x.bin`` (+ ``metadata.yaml``); ``x.pt``."""
-    from edge_mlla.modelfile import resolve_model_file
-
-    path = resolve_model_file(path)  # an OpenVINO export folder -> its single .xml
-    files = [path]
-    if path.suffix.lower() == ".xml":
-        files += [p for p in (path.with_suffix(".bin"), path.parent / "metadata.yaml") if p.is_file()]
-    return files
-
-
 def replica_budget(replicas: int, threads: int | None = None, num_cpus: float | None = None) -> tuple[int, float]:
     """``(threads, num_cpus)`` per replica: threads default to this machine's cores / replicas (or
     ``num_cpus``), Ray CPUs default to the threads.
