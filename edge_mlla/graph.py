@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_mlla.errors import ModelFileError
+from edge_mlla.modelfile import QUANT_OP_TYPES, has_quant_ops
 
 # runtime-specific op type -> canonical (ONNX-like) type
 _CANON = {
@@ -42,8 +43,6 @@ _CANON = {
     "Gemm": "MatMul",
 }
 WEIGHTED = {"Conv", "MatMul", "ConvTranspose"}  #: canonical types of layers that carry weights
-_QUANT_TYPES = {"FakeQuantize", "FakeConvert", "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul",
-                "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"}  # fmt: skip
 
 
 @dataclass
@@ -91,7 +90,7 @@ class Graph:
 
     def is_quantized(self) -> bool:
         """True when the graph already holds quantize/dequantize (or integer) ops."""
-        return any(n.raw_type in _QUANT_TYPES for n in self.nodes.values())
+        return has_quant_ops(n.raw_type for n in self.nodes.values())
 
     def descendants(self, start: str) -> set[str]:
         seen, todo = set(), [start]
@@ -165,7 +164,7 @@ def _from_onnx(model, source: str) -> Graph:
         all_ops.append((name, n.op_type))
         real_inputs = [t for t in n.input if t]
         if n.op_type == "Constant" or (real_inputs and all(t in const_tensor for t in real_inputs)
-                                       and n.op_type not in _QUANT_TYPES):
+                                       and n.op_type not in QUANT_OP_TYPES):
             const_tensor.update(n.output)
             if n.op_type == "Constant":
                 for a in n.attribute:
@@ -204,7 +203,7 @@ def _from_openvino(model, source: str) -> Graph:
             except Exception:
                 const_vals[name] = None
             continue
-        if ins and all(i.get_friendly_name() in const_ops for i in ins) and t not in _QUANT_TYPES:
+        if ins and all(i.get_friendly_name() in const_ops for i in ins) and t not in QUANT_OP_TYPES:
             const_ops.add(name)  # Convert(Constant) of compressed weights, folded shape arithmetic
             const_vals[name] = const_vals.get(ins[0].get_friendly_name()) if t == "Convert" else None
             continue

@@ -39,7 +39,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -404,6 +404,22 @@ def inspect_model(path: str | os.PathLike) -> ModelFile:
         raise ModelFileError(f"{p} input has shape {dims}; expected (batch, 3, height, width)")
     quantized = read_graph(m).is_quantized() or our_entry(md).get("precision") == "int8"
     return ModelFile(p, fmt, name, dims, md, quantized, outs)
+
+
+# ------------------------------------------------------------------------------------------------- INT8
+#: op types (ONNX and OpenVINO) that only a quantized graph holds
+QUANT_OP_TYPES = frozenset({"FakeQuantize", "FakeConvert", "QuantizeLinear", "DequantizeLinear", "QLinearConv",
+                            "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"})  # fmt: skip
+
+
+def has_quant_ops(op_types: Iterable[str]) -> bool:
+    """The one INT8 test on a graph's op types (ONNX ``node.op_type``, OpenVINO ``op.get_type_name()``).
+
+    Example:
+        >>> has_quant_ops(["Conv", "QuantizeLinear"]), has_quant_ops(["Conv", "Sigmoid"])
+        (True, False)
+    """
+    return any(t in QUANT_OP_TYPES for t in op_types)
 
 
 # ------------------------------------------------------------------------------------------- files of a model

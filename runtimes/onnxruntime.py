@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge_mlla.errors import BackendUnavailableError, ClosedError, ConfigError, ModelFileError
-from edge_mlla.modelfile import file_precision, normalize_precision, resolve_model_file
+from edge_mlla.modelfile import file_precision, has_quant_ops, normalize_precision, resolve_model_file
 from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, check_threads, register
 
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -133,7 +133,7 @@ def _qdq_precision(path: Path) -> str | None:
         graph = onnx.load(str(path), load_external_data=False).graph
     except Exception:
         return None
-    return "int8" if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node) else None
+    return "int8" if has_quant_ops(n.op_type for n in graph.node) else None
 
 
 @register

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edge_mlla.errors import BackendUnavailableError, ClosedError, ConfigError, ModelFileError
-from edge_mlla.modelfile import normalize_precision, read_openvino_metadata, resolve_model_file
+from edge_mlla.modelfile import has_quant_ops, normalize_precision, read_openvino_metadata, resolve_model_file
 from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, check_threads, register
 from edge_mlla.runtimes.capabilities import device_capabilities, is_simulated, native_precision  # noqa: F401  (re-exported)
 
@@ -33,7 +33,6 @@ LOGGER = logging.getLogger("edge_mlla.runtimes")
 _DEVICES = ("CPU", "GPU", "NPU", "AUTO", "HETERO", "MULTI")
 _HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "cumulative_throughput": "CUMULATIVE_THROUGHPUT"}
 _PRECISION_CAPS = {"bf16": "BF16", "f16": "FP16"}  # OPTIMIZATION_CAPABILITIES a device needs for the hint
-_QUANT_OPS = ("FakeQuantize", "FakeConvert")
 
 
 def _import_ov() -> Any:
@@ -192,7 +191,7 @@ class OpenVINOBackend(AsyncBackend):
         if fused_preprocess and _fusable(model):
             model = _fuse_preprocess(ov, model)
             self.input_layout = "nhwc_u8"
-        self.int8 = any(op.get_type_name() in _QUANT_OPS for op in model.get_ops())
+        self.int8 = has_quant_ops(op.get_type_name() for op in model.get_ops())
         if asked == "int8" and not self.int8:
             raise ConfigError(
                 f"precision='int8' but {path.name} is not quantized; quantize it (edge-mlla quantize) or leave precision=None"
