@@ -104,6 +104,23 @@ def _spec(port: Any) -> TensorSpec:
     return TensorSpec(name, shape, np.dtype(port.get_element_type().to_dtype()))
 
 
+def _device_precision(core: Any, device: str, asked: str | None) -> str:
+    """The inference precision hint for ``device``: the policy's (None, or ``int8`` for an INT8 model's float ops)
+    or the one asked for, refused where the device cannot run it; the device must be present."""
+    base = device.split(".")[0].split(":")[0]
+    caps: list[str] = []
+    if base in ("CPU", "GPU", "NPU"):
+        have = core.available_devices
+        if not any(d.split(".")[0] == base for d in have) or ("." in device and device not in have):
+            raise BackendUnavailableError(f"openvino device {device} is not present; available: {', '.join(have)}")
+        caps = device_capabilities(core, device)
+    prec = native_precision(device, caps) if asked in (None, "int8") else asked
+    need = _PRECISION_CAPS.get(prec)
+    if base in ("CPU", "GPU", "NPU") and need and need not in caps:
+        raise ConfigError(f"openvino device {device} cannot run {prec} (its capabilities: {', '.join(caps)}); use precision='f32'")
+    return prec
+
+
 @register
 class OpenVINOBackend(AsyncBackend):
     """OpenVINO Runtime. ``device``: CPU (default), GPU, NPU, AUTO (or ``GPU.1``, ``AUTO:GPU,CPU``);
@@ -164,33 +181,11 @@ class OpenVINOBackend(AsyncBackend):
             raise ConfigError(f"openvino hint {hint!r} is not one of {', '.join(_HINTS)}")
         asked = normalize_precision(precision)
         core = ov.Core()
-        base = device.split(".")[0].split(":")[0]
-        caps: list[str] = []
-        if base in ("CPU", "GPU", "NPU"):
-            have = core.available_devices
-            if not any(d.split(".")[0] == base for d in have) or ("." in device and device not in have):
-                raise BackendUnavailableError(f"openvino device {device} is not present; available: {', '.join(have)}")
-            caps = device_capabilities(core, device)
         policy = asked in (None, "int8")  # the precision is ours to choose (and to report as it really runs)
-        prec = native_precision(device, caps) if policy else asked
-        if base in ("CPU", "GPU", "NPU"):
-            need = _PRECISION_CAPS.get(prec)
-            if need and need not in caps:
-                raise ConfigError(
-                    f"openvino device {device} cannot run {prec} (its capabilities: {', '.join(caps)}); use precision='f32'"
-                )
+        prec = _device_precision(core, device, asked)
         if cache_dir is not None:
             core.set_property({"CACHE_DIR": str(cache_dir)})
-        _check_ir(path)
-        try:
-            model = core.read_model(str(path))
-        except Exception as e:
-            raise ModelFileError(f"openvino could not read {path}: {one_line(e)}") from e
-        self._metadata = read_openvino_metadata(model, path)
-        self.input_layout = "nchw"
-        if fused_preprocess and _fusable(model):
-            model = _fuse_preprocess(ov, model)
-            self.input_layout = "nhwc_u8"
+        model = self._read(ov, core, path, fused_preprocess)
         self.int8 = has_quant_ops(op.get_type_name() for op in model.get_ops())
         if asked == "int8" and not self.int8:
             raise ConfigError(
@@ -198,7 +193,7 @@ class OpenVINOBackend(AsyncBackend):
             )
         threads = check_threads(threads)
         props = {"PERFORMANCE_HINT": _HINTS[hint_key], **({"INFERENCE_NUM_THREADS": threads} if threads else {}), **(config or {})}
-        if base != "NPU":  # NPU has no precision hint; it runs f16
+        if not device.startswith("NPU"):  # NPU has no precision hint; it runs f16
             props["INFERENCE_PRECISION_HINT"] = prec
         try:
             self._compiled = core.compile_model(model, device, props)
@@ -217,6 +212,20 @@ class OpenVINOBackend(AsyncBackend):
         self._jobs = jobs
         self._queue: Any = None
         self._queue_lock = threading.Lock()
+
+    def _read(self, ov: Any, core: Any, path: Path, fused_preprocess: bool) -> Any:
+        """Read the model file and its metadata; preprocessing moves into the graph where it can."""
+        _check_ir(path)
+        try:
+            model = core.read_model(str(path))
+        except Exception as e:
+            raise ModelFileError(f"openvino could not read {path}: {one_line(e)}") from e
+        self._metadata = read_openvino_metadata(model, path)
+        self.input_layout = "nchw"
+        if fused_preprocess and _fusable(model):
+            model = _fuse_preprocess(ov, model)
+            self.input_layout = "nhwc_u8"
+        return model
 
     def _compiled_precision(self, asked: str, policy: bool) -> str:
         """The precision the compiled model reports. A device that quietly ignored a hint the *user* gave is an
