@@ -129,13 +129,7 @@ def export(
     out_dir = _output_dir(output, checkpoint)
     stem = Path(checkpoint).stem if isinstance(checkpoint, (str, os.PathLike)) else "model"
 
-    if end2end is not None and not isinstance(end2end, bool):
-        raise ConfigError(f"end2end must be True, False or None, got {end2end!r}")
-    head = model.model[-1]
-    if getattr(head, "one2one_cv2", None) is not None:  # select the branch before fusion drops the other one
-        model.end2end = end2end is True  # None: Ultralytics' default (exporter and validator: nms=None -> one2many)
-    elif end2end:
-        raise ConfigError(f"end2end=True but {stem} has no one-to-one (NMS-free) head; YOLO26 models have one")
+    _select_head(model, end2end, stem)
     model = _prepare(model, hw, batch, dynamic, reparameterize)
     metadata = _metadata(model, hw, batch, dynamic, half, stride, reparameterize)
     with tempfile.TemporaryDirectory(prefix=".edge_mlla_export_", dir=out_dir) as tmp:
@@ -154,6 +148,16 @@ def export(
     LOGGER.debug("exported %s (%s, imgsz %sx%s, batch %s%s%s)", target, fmt, *hw, batch,
                 ", dynamic" if dynamic else "", ", fp16" if half else "")  # fmt: skip
     return target
+
+
+def _select_head(model, end2end: object, stem: str) -> None:
+    """Pick a YOLO26 head's branch before fusion drops the other one (None: Ultralytics' default, the NMS head)."""
+    if end2end is not None and not isinstance(end2end, bool):
+        raise ConfigError(f"end2end must be True, False or None, got {end2end!r}")
+    if getattr(model.model[-1], "one2one_cv2", None) is not None:
+        model.end2end = end2end is True  # None: as Ultralytics' exporter and validator (nms=None -> one2many)
+    elif end2end:
+        raise ConfigError(f"end2end=True but {stem} has no one-to-one (NMS-free) head; YOLO26 models have one")
 
 
 def export_size(imgsz: object, trained: int | None, stride: int = 32) -> tuple[int, int]:
