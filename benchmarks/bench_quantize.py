@@ -1,6 +1,12 @@
-"""INT8 quantization benchmark: accuracy drop, latency and the ignored-scope ablation (a script, not a test).
+"""INT8 quantization benchmark (a script, not a test). Two studies:
 
-For a YOLO11n-MLLA checkpoint (default: the bundled BCCD model) at one input size (default 640):
+``--study modes`` (default; writes ``bench_quantize.{json,md,png}``): what ``edge-mlla quantize`` costs and gives
+in its two modes next to Ultralytics' own INT8 export of the same checkpoint, in one run: wall time of each (and
+of each part), mAP50-95 drop, ``benchmark_app`` throughput of the three INT8 IRs (throughput hint, interleaved
+rounds), and a calibration-size sweep (fast mode's drop at 32 / 64 / 128 / all train images).
+
+``--study ablation`` (writes ``bench_quantize_ablation.{json,md,png}``): accuracy drop, latency and the
+ignored-scope ablation. For a YOLO11n-MLLA checkpoint (default: the bundled BCCD model) at one input size:
 
 1. export FP32 ONNX and OpenVINO IR (edge_mlla.export);
 2. OpenVINO INT8 (NNCF, preset MIXED, full bias correction) for each ignored-scope variant of the ablation
@@ -11,11 +17,10 @@ For a YOLO11n-MLLA checkpoint (default: the bundled BCCD model) at one input siz
    (where the CPU has bf16) / INT8 and ONNX Runtime FP32 / INT8, with a stock YOLO11n (random weights, same
    size, same number of classes) measured in the same run for reference.
 
-Writes ``<out>/bench_quantize.json``, ``<out>/bench_quantize.md`` and ``<out>/bench_quantize.png``.
-
 Usage:
-    .venv/bin/python benchmarks/bench_quantize.py [--model edge_mlla/weights/yolo11n-mlla-bccd.pt] [--imgsz 640]
-        [--threads 2] [--runs 50] [--subset-size 200] [--ablation full|short] [--out benchmarks/results]
+    .venv/bin/python benchmarks/bench_quantize.py [--study modes] [--imgsz 416] [--out benchmarks/results]
+    .venv/bin/python benchmarks/bench_quantize.py --study ablation [--model edge_mlla/weights/yolo11n-mlla-bccd.pt]
+        [--imgsz 640] [--threads 2] [--runs 50] [--subset-size 200] [--ablation full|short]
 """
 
 from __future__ import annotations
@@ -59,10 +64,12 @@ def _cpu() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--study", choices=["modes", "ablation"], default="modes")
+    ap.add_argument("--rounds", type=int, default=3, help="modes: benchmark_app rounds")
     ap.add_argument("--model", default=str(ROOT / "edge_mlla" / "weights" / "yolo11n-mlla-bccd.pt"))
     ap.add_argument("--data", default="bccd")
     ap.add_argument("--split", default="val")
-    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--imgsz", type=int, default=None, help="default: ablation 640, modes the training size")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--subset-size", type=int, default=200)
@@ -71,7 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if a.study == "modes":
+        from bench_quantize_modes import run_modes
 
+        return run_modes(a)
+    a.imgsz = a.imgsz or 640
+    return _ablation(a)
+
+
+def _ablation(a: argparse.Namespace) -> int:
     from edge_mlla._env import setup_offline
 
     setup_offline()
@@ -112,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     acc["onnxruntime fp32"] = {"mAP50-95": r["mAP50-95"], "mAP50": r["mAP50"]}
 
     # ---- OpenVINO INT8: ablation of the ignored scope
-    calib_kw = dict(calib=a.data, subset_size=a.subset_size, latency_runs=0)
+    calib_kw = dict(calib=a.data, subset_size=a.subset_size, latency_runs=0, bias_correction="full")
     ablation = ABLATION_FULL if a.ablation == "full" else ABLATION_SHORT
     base = acc["openvino fp32 (f32)"]["mAP50-95"]
     default_xml = None
@@ -141,7 +156,21 @@ def main(argv: list[str] | None = None) -> int:
     acc["onnxruntime int8 QDQ (default scope)"] = {"mAP50-95": r["mAP50-95"], "mAP50": r["mAP50"]}
     res["ort_details"] = {k: v for k, v in rep.details.items() if k not in ("ignored_node_names", "calibration")}
 
-    # ---- latency: MLLA and stock, every runtime/precision, same threads, same input
+    _latency_and_goals(res, lat, cpu, mlla_xml, mlla_onnx, stock_xml, stock_onnx, default_xml, ort_q, calib_kw, work)
+    res["seconds"] = round(time.time() - t_start)
+    md = _markdown(res)
+    print(md)
+    (out / "bench_quantize_ablation.json").write_text(json.dumps(res, indent=2, default=str))
+    (out / "bench_quantize_ablation.md").write_text(md + "\n")
+    _plot(res, out / "bench_quantize_ablation.png")
+    return 0
+
+
+def _latency_and_goals(res, lat, cpu, mlla_xml, mlla_onnx, stock_xml, stock_onnx, default_xml, ort_q, calib_kw, work):  # noqa: ANN001
+    """Latency of MLLA and stock in every runtime/precision (same threads, same input) and the goal ratios."""
+    from edge_mlla.quantize import quantize
+
+    acc = res["accuracy"]
     L = res["latency_ms"]
     stock_ov_q = Path(quantize(stock_xml, backend="openvino", scope="head", output=work / "stock_ov_int8", **calib_kw).output)
     stock_ort_q = Path(quantize(stock_onnx, backend="onnxruntime", scope="head", output=work / "stock_ort_int8", **calib_kw).output)
@@ -165,13 +194,6 @@ def main(argv: list[str] | None = None) -> int:
                                                  - acc["onnxruntime int8 QDQ (default scope)"]["mAP50-95"]) * 100,
     }  # fmt: skip
     res["goals"] = {k: (None if v is None else round(v, 3)) for k, v in ratios.items()}
-    res["seconds"] = round(time.time() - t_start)
-    md = _markdown(res)
-    print(md)
-    (out / "bench_quantize.json").write_text(json.dumps(res, indent=2, default=str))
-    (out / "bench_quantize.md").write_text(md + "\n")
-    _plot(res, out / "bench_quantize.png")
-    return 0
 
 
 def _stock_model():

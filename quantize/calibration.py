@@ -251,21 +251,14 @@ def load_calibration(
         raise ConfigError(f"subset_size must be a positive int, got {subset_size!r}")
     if every is not None and (not isinstance(every, int) or every < 1):
         raise ConfigError(f"every must be a positive int (take every k-th video frame), got {every!r}")
-    from edge_mlla.ops import IMAGE_SUFFIXES, parse_imgsz
+    from edge_mlla.ops import parse_imgsz
 
     hw = parse_imgsz(imgsz)
     base = dict(imgsz=hw, stride=int(stride), batch=int(batch), requested=subset_size)
 
     if isinstance(source, np.ndarray) or (isinstance(source, (list, tuple)) and source
                                           and all(isinstance(a, np.ndarray) for a in source)):  # fmt: skip
-        arrays = list(source) if not (isinstance(source, np.ndarray) and source.ndim == 3) else [source]
-        if not arrays:
-            raise DatasetError("calibration got an empty array list; expected at least one image")
-        arrays = [_check_array(a, i) for i, a in enumerate(arrays)]
-        picked = [arrays[i] for i in _pick(len(arrays), subset_size)]
-        if len(picked) < subset_size:
-            _warn_few(len(picked), subset_size, "the array list")
-        return CalibrationSet(kind="arrays", source=f"{len(arrays)} arrays", items=picked, **base)
+        return _from_arrays(source, subset_size, base)
     if isinstance(source, (list, tuple)):
         if not source:
             raise DatasetError("calibration got an empty list; expected image paths or BGR uint8 arrays")
@@ -277,8 +270,24 @@ def load_calibration(
             f"calibration source has type {type(source).__name__}; expected an image folder, a video file, "
             "a data.yaml, a bundled dataset name, or numpy arrays"
         )
+    return _from_path(source, subset_size, every, progress, base)
 
+
+def _from_arrays(source: np.ndarray | Sequence[np.ndarray], subset_size: int, base: dict[str, Any]) -> CalibrationSet:
+    arrays = list(source) if not (isinstance(source, np.ndarray) and source.ndim == 3) else [source]
+    if not arrays:
+        raise DatasetError("calibration got an empty array list; expected at least one image")
+    arrays = [_check_array(a, i) for i, a in enumerate(arrays)]
+    picked = [arrays[i] for i in _pick(len(arrays), subset_size)]
+    if len(picked) < subset_size:
+        _warn_few(len(picked), subset_size, "the array list")
+    return CalibrationSet(kind="arrays", source=f"{len(arrays)} arrays", items=picked, **base)
+
+
+def _from_path(source: str | os.PathLike, subset_size: int, every: int | None, progress: bool,
+               base: dict[str, Any]) -> CalibrationSet:  # fmt: skip
     from edge_mlla.data import BUNDLED, split_images, validate_dataset
+    from edge_mlla.ops import IMAGE_SUFFIXES
 
     path = Path(source)
     if str(source) in BUNDLED or path.suffix.lower() in (".yaml", ".yml"):

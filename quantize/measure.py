@@ -17,12 +17,9 @@ from edge_mlla.bench import measure as _m
 
 
 def runtime_options(backend: str, threads: int | None) -> dict[str, Any]:
-    """Backend keyword arguments that cap the inference threads (None: the runtime's default)."""
-    if threads is None:
-        return {}
-    if backend == "openvino":
-        return {"config": {"INFERENCE_NUM_THREADS": int(threads)}}
-    return {"threads": int(threads)}
+    """Backend keyword arguments that cap the inference threads (None: the runtime's default); every backend takes
+    the same ``threads`` option."""
+    return {} if threads is None else {"threads": int(threads)}
 
 
 def _open(model: str | os.PathLike, backend: str, threads: int | None, precision: str | None, **kw: Any) -> Any:

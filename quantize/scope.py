@@ -55,7 +55,7 @@ GROUPS = ("head", "head_conv", "box", "kv_matmul", "z", "rope", "residual")
 #: the default: the head's box decoding (for YOLO26's NMS-free head this includes its TopK / GatherElements /
 #: FloorMod class-index arithmetic), the MLLA ``z`` normaliser (a reciprocal: it stays float32
 #: when the rest runs in INT8) and the two activation x activation MatMuls of linear attention. The accuracy ablation
-#: (benchmarks/results/bench_quantize.md; BCCD val, 640) found no MLLA group measurably sensitive (head+z and
+#: (benchmarks/results/bench_quantize_ablation.md; BCCD val, 640) found no MLLA group measurably sensitive (head+z and
 #: head+every MLLA group within 0.4 points of each other, calibration noise); speed decided kv_matmul: OpenVINO runs an INT8 activation MatMul
 #: with a generic jit_gemm_i8 kernel (376 us for ``kv @ q`` at 640, AVX2 EPYC, per-layer counters) where the float
 #: one is a brgemm (79 us), so keeping it float made the whole INT8 model 0.8% faster. RoPE and residual Adds: INT8.

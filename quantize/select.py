@@ -152,7 +152,9 @@ def _time(plan: QuantizePlan, models: CompiledModels, float_stats: ModelStats, r
     runs = plan.options.get("latency_runs", 30)
     if not runs:
         return
-    seconds = (1.5 if plan.mode == "fast" else 3.0) if runs >= 10 else 0.5
+    seconds = (1.0 if plan.mode == "fast" else 3.0) if runs >= 10 else 0.5
+    if plan.mode == "fast":  # a comparison of two or three models: a third of the thorough mode's timing is enough
+        runs = min(runs, 15)
     entries = [(plan.src.path, float_stats)] + [(r.path, r.stats) for r in results]
     with _timed(plan, "timing"):
         timed = models.time([p for p, _ in entries], x, runs=runs, seconds=seconds)

@@ -239,3 +239,30 @@ def test_helpers():
         parse_sizes("300")
     assert fit_exponent([1, 4, 16], [3.0, 6.0, 12.0]) == pytest.approx(0.5)
     assert fit_exponent([4], [1.0]) is None
+
+
+def test_vs_ultralytics_tiny(trained_pt, tiny_data, tmp_path, capsys):
+    """Both deploy paths on the bundled checkpoint at 64 px on a tiny dataset, one round: every row made, scored
+    and timed, the ratios and goals formed from those numbers, the machine named, the files written."""
+    out = tmp_path / "vs"
+    rc = main(["bench", "--vs-ultralytics", str(trained_pt), "--data", str(tiny_data), "--imgsz", "64", "--rounds", "1",
+               "--runs", "2", "--frames", "3", "--throughput-s", "0", "--val-limit", "2", "--vs-calib-size", "4",
+               "--no-progress", "-o", str(out)])  # fmt: skip
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err[-3000:]
+    d = json.loads((out / "vs_ultralytics.json").read_text())
+    rows = {(r["path"], r["kind"]): r for r in d["rows"]}
+    assert set(rows) == {("ultralytics", "float"), ("ultralytics", "int8"), ("ours", "float"), ("ours", "int8")}
+    for r in rows.values():
+        assert r["make_s"] > 0 and 0 <= r["map50_95"] <= 1 and r["latency_ms"] > 0 and r["stream_fps"] > 0
+        assert len(r["rounds"]["latency_ms"]) == 1 and r["throughput_fps"] is None  # --throughput-s 0
+        assert r["precision"] == ("int8" if r["kind"] == "int8" else r["float_precision"])
+    ours, theirs = rows[("ours", "int8")], rows[("ultralytics", "int8")]
+    (q,) = [q for q in d["ratios"] if q["kind"] == "int8"]
+    assert q["latency"] == pytest.approx(ours["latency_ms"] / theirs["latency_ms"], rel=0.01)
+    assert q["map_points"] == pytest.approx(100 * (ours["map50_95"] - theirs["map50_95"]), abs=0.01)
+    assert d["goals"]["theirs"].startswith("ultralytics int8") and d["settings"]["imgsz"] == [64, 64]
+    assert d["settings"]["trained_imgsz"] == 416 and d["machine"]["cpu"]
+    md = (out / "vs_ultralytics.md").read_text()
+    assert md.strip() == cap.out.strip() and "**Machine**" in md and "**Goals**" in md
+    assert (out / "vs_ultralytics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

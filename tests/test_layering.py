@@ -72,6 +72,7 @@ def test_edge_modules_are_torch_free_at_import():
         "import pkgutil, importlib, edge_mlla.stream as _s, edge_mlla.clips\n"
         "[importlib.import_module('edge_mlla.stream.' + m.name) for m in pkgutil.iter_modules(_s.__path__)]\n"
         "import edge_mlla.graph, edge_mlla.data, edge_mlla.eval, edge_mlla.runtimes\n"
+        "import edge_mlla.bench.measure  # the measuring module serve uses\n"
         "import edge_mlla.study.cli; assert callable(edge_mlla.study)  # the report side of a study is torch-free\n"
         "from edge_mlla.runtimes import available; available()\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ultralytics', 'nncf'})))\n"

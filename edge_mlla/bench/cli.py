@@ -70,9 +70,11 @@ def _cmd_vs_ultralytics(a: argparse.Namespace) -> int:
         raise ConfigError("--vs-ultralytics takes the checkpoint itself; give no MODEL beside it")
     imgsz = None if a.imgsz is None else ",".join(a.imgsz)
     opts = VsOptions.build(imgsz=imgsz, rounds=a.rounds, runs=a.runs, frames=a.frames, clip=a.clip,
-                           val_limit=a.val_limit, calib_size=a.vs_calib_size, mode=a.mode)  # fmt: skip
+                           val_limit=a.val_limit, calib_size=a.vs_calib_size, mode=a.mode,
+                           throughput_s=a.throughput_s)  # fmt: skip
     with _quiet_run(getattr(a, "verbose", False)):
-        res = compare(a.vs_ultralytics, data=a.data, options=opts, output=a.output, progress=not a.no_progress)
+        res = compare(a.vs_ultralytics, data=a.data, options=opts, output=a.output or "runs/vs_ultralytics",
+                      progress=not a.no_progress)  # fmt: skip
     print(res.table())
     print("wrote " + ", ".join(str(p) for p in res.paths.values()), file=sys.stderr)
     return 0
@@ -116,6 +118,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data", default="bccd", help="data.yaml or bundled name: INT8 calibration (train) and mAP (val)")
     g.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians over rounds)")
     g.add_argument("--frames", type=int, default=150, help="clip frames per stream FPS measurement")
+    g.add_argument("--throughput-s", type=float, default=None,
+                   help="seconds of benchmark_app per model and round (default 3; 0: no throughput)")
     g.add_argument("--clip", default=None, help="video for stream FPS (default: the bundled bccd_pan.mp4)")
     g.add_argument("--val-limit", type=int, default=None, help="score mAP on the first N val images only")
     g.add_argument("--vs-calib-size", type=int, default=None,

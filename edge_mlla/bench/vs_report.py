@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class Row:
     throughput_fps: float | None = None
     stream_fps: float | None = None
     notes: str = ""
+    rounds: dict[str, list[float]] = field(default_factory=dict)  # each round's number, in round order
 
     @property
     def label(self) -> str:
@@ -55,6 +57,22 @@ class Row:
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
+
+
+def paired_ratio(o: Row, u: Row, key: str) -> float | None:
+    """``o / u`` for ``key``: the median of the per-round ratios when both rows have the same rounds (each ratio
+    taken within one round, so a slow minute of the machine cancels), else the ratio of the medians.
+
+    Example:
+        >>> a, b = Row("ours", "int8", Path("a")), Row("ultralytics", "int8", Path("b"))
+        >>> a.rounds, b.rounds = {"stream_fps": [100.0, 50.0, 120.0]}, {"stream_fps": [80.0, 40.0, 80.0]}
+        >>> paired_ratio(a, b, "stream_fps")
+        1.25
+    """
+    ro, ru = o.rounds.get(key) or [], u.rounds.get(key) or []
+    if ro and len(ro) == len(ru) and all(ru):
+        return round(statistics.median(x / y for x, y in zip(ro, ru)), 3)
+    return _ratio(getattr(o, key), getattr(u, key))
 
 
 @dataclass
@@ -83,9 +101,9 @@ class VsResult:
         for kind in ("float", "int8"):
             u, o = res.row("ultralytics", kind), res.row("ours", kind)
             if u and o:
-                res.ratios.append({"kind": kind, "latency": _ratio(o.latency_ms, u.latency_ms),
-                                   "stream_fps": _ratio(o.stream_fps, u.stream_fps),
-                                   "throughput_fps": _ratio(o.throughput_fps, u.throughput_fps),
+                res.ratios.append({"kind": kind, "latency": paired_ratio(o, u, "latency_ms"),
+                                   "stream_fps": paired_ratio(o, u, "stream_fps"),
+                                   "throughput_fps": paired_ratio(o, u, "throughput_fps"),
                                    "make_s": _ratio(o.make_s, u.make_s),
                                    "map_points": None if o.map50_95 is None or u.map50_95 is None
                                    else round(100 * (o.map50_95 - u.map50_95), 2)})  # fmt: skip
@@ -107,7 +125,7 @@ class VsResult:
         o, u = self.best("ours"), self.best("ultralytics")
         if o is None or u is None:
             return {}
-        s, lat = _ratio(o.stream_fps, u.stream_fps), _ratio(o.latency_ms, u.latency_ms)
+        s, lat = paired_ratio(o, u, "stream_fps"), paired_ratio(o, u, "latency_ms")
         pts = None if o.map50_95 is None or u.map50_95 is None else round(100 * (o.map50_95 - u.map50_95), 2)
         return {"ours": o.label, "theirs": u.label,
                 "stream_fps": {"ratio": s, "goal": f">= {GOALS['stream_fps']}", "met": s is not None and s >= GOALS["stream_fps"]},
@@ -133,7 +151,8 @@ class VsResult:
                  f"{', '.join(m.get('openvino_cpu_capabilities') or ['unknown'])}; "
                  f"{', '.join(f'{k} {v}' for k, v in (m.get('versions') or {}).items() if v and k in ('openvino', 'nncf', 'ultralytics', 'edge_mlla'))}; {m.get('date')}.", "",
                  f"**Method**: imgsz {s['imgsz'][0]} (trained at {s['trained_imgsz'] or 'unknown'}), data {s['data']}; "
-                 f"{o.get('rounds')} interleaved rounds, medians over rounds. Latency: one {o.get('runs')}-call "
+                 f"{o.get('rounds')} interleaved rounds; numbers are medians over rounds, ratios medians of the per-round "
+                 f"ratios (paired in time). Latency: one {o.get('runs')}-call "
                  f"median per round, end to end at batch 1 (Ultralytics `YOLO(ir).predict(image)`, ours `Detector(ir)(image)`, "
                  f"each at its default settings). Throughput: `benchmark_app -hint throughput` on the model file. Stream FPS: "
                  f"{o.get('frames')} frames of {Path(s['clip']).name} (Ultralytics `predict(source=clip, stream=True)`, "

@@ -53,7 +53,7 @@ class VsOptions:
 
     ``imgsz``: export size (None: the checkpoint's training size); ``rounds``: interleaved rounds; ``runs``: timed
     calls per latency measurement per round; ``frames``: clip frames per stream measurement; ``throughput_s``:
-    seconds of ``benchmark_app`` per model per round; ``clip``: the video (None: the bundled ``bccd_pan.mp4``);
+    seconds of ``benchmark_app`` per model per round (0: throughput not measured); ``clip``: the video (None: the bundled ``bccd_pan.mp4``);
     ``val_limit``: score only the first N val images; ``calib_size``: calibration images for both INT8 paths (None:
     each tool's default: Ultralytics the whole val split, ours its own choice); ``mode``: our quantize mode.
 
@@ -88,8 +88,8 @@ class VsOptions:
             v = getattr(o, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ConfigError(f"{name} must be an int >= 1 or None, got {v!r}")
-        if not isinstance(o.throughput_s, (int, float)) or isinstance(o.throughput_s, bool) or o.throughput_s <= 0:
-            raise ConfigError(f"throughput_s must be a number of seconds > 0, got {o.throughput_s!r}")
+        if not isinstance(o.throughput_s, (int, float)) or isinstance(o.throughput_s, bool) or o.throughput_s < 0:
+            raise ConfigError(f"throughput_s must be a number of seconds >= 0 (0: no throughput), got {o.throughput_s!r}")
         if o.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {o.mode!r}")
         return o
@@ -332,19 +332,23 @@ def _time_all(rows: list[Row], hw: tuple[int, int], clip: Path, opts: VsOptions,
         for p in preds:  # warm-up outside the rounds (first calls compile kernels, Ultralytics sets up)
             for _ in range(3):
                 p.once(image)
+        keep = list  # every round's number: the ratios are medians of per-round ratios (paired in time)
         lat = interleaved([step(lambda r, p=p: float(np.median(call_times_ms(lambda: p.once(image), opts.runs, 1))))
-                           for p in preds], opts.rounds)  # fmt: skip
-        fps = interleaved([step(lambda r, p=p: p.stream(clip, opts.frames)) for p in preds], opts.rounds)
+                           for p in preds], opts.rounds, combine=keep)  # fmt: skip
+        fps = interleaved([step(lambda r, p=p: p.stream(clip, opts.frames)) for p in preds], opts.rounds, combine=keep)
     finally:
         for p in preds:
             p.close()
     try:
         thr = interleaved([step(lambda r, row=row: benchmark_app_fps(row.file, opts.throughput_s)) for row in rows],
-                          opts.rounds)  # fmt: skip
+                          opts.rounds, combine=keep) if opts.throughput_s else [[] for _ in rows]  # fmt: skip
     except EdgeMLLAError as e:
         LOGGER.warning("vs ultralytics: throughput not measured: %s", e)
-        thr = [None] * len(rows)
+        thr = [[] for _ in rows]
     finally:
         pbar.close()
     for r, ms, f, t in zip(rows, lat, fps, thr):
-        r.latency_ms, r.stream_fps, r.throughput_fps = round(ms, 2), round(f, 1), None if t is None else round(t, 1)
+        r.rounds = {"latency_ms": [round(v, 3) for v in ms], "stream_fps": [round(v, 2) for v in f],
+                    "throughput_fps": [round(v, 2) for v in t]}  # fmt: skip
+        r.latency_ms, r.stream_fps = round(float(np.median(ms)), 2), round(float(np.median(f)), 1)
+        r.throughput_fps = round(float(np.median(t)), 1) if t else None
