@@ -267,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_mlla.study.cli import add_commands as add_study  # study: seed-controlled A/B training (issue 21)
 
     add_study(sub)
+    from edge_mlla.stream.cli import add_commands as add_watch  # watch: the live view in the browser (issue 19)
+
+    add_watch(sub)
     return ap
 
 

@@ -5,11 +5,13 @@
     python samples/camera.py --model model.xml --source rtsp://user:pw@cam/live --track --line 320,0,320,480
     python samples/camera.py --model model.onnx --source 0 --source http://cam2:8080/video.mjpg --save out.mp4
     python samples/camera.py --model model.xml --source edge_mlla/data/bccd/images/test --save folder.mp4
+    python samples/camera.py --model model.xml --source rtsp://cam1/live --source rtsp://cam2/live --motion --web 8080
 
 Every frame gets its boxes and labels (``#id`` with --track), an FPS / latency line and, with --line, the
 line and its in/out counts (supervision's LineZone; --line implies --track). Without --show the annotated
 video is written (--save, default annotated.mp4; with several sources one file each, name_0.mp4, ...; mp4v).
-Live sources that fail or stall are reopened with backoff and their state is printed. Ctrl-C, or SIGTERM
+Live sources that fail or stall are reopened with backoff and their state is printed. --motion gates detection on
+motion and tracks in between (many cameras on a small CPU); --web serves a live view on http://127.0.0.1:PORT/. Ctrl-C, or SIGTERM
 (``docker stop``), stops cleanly: videos are finalized and a summary table of frames and per-stage
 milliseconds is printed. Exit status: 0 done or interrupted, 1 a source gave up or failed mid-run, 2 bad
 arguments, or a model or source that does not open.
@@ -36,6 +38,8 @@ import numpy as np  # noqa: E402
 from edge_mlla import Detector, EdgeMLLAError  # noqa: E402
 from edge_mlla.errors import OutputNotWritableError  # noqa: E402
 from edge_mlla.stream import LineCounter, Reconnect, SourceStatus, StreamResult, StreamRunner  # noqa: E402
+from edge_mlla.stream.watch import Watch  # noqa: E402
+from edge_mlla.stream.web import LiveView  # noqa: E402
 
 WRITER_FPS_PROBE = 15  # live sources: frames buffered to measure the rate the output video should play at
 
@@ -171,6 +175,8 @@ def summary(run: StreamRunner, stages: dict[str, list[float]], lines: list[LineC
             out.append(f"| {names.get(k, k)} | {1000 * np.mean(v):.1f} | {1000 * percentile(v, 50):.1f} | {1000 * percentile(v, 95):.1f} |")
     out.append("")
     out.append(f"{s.processed} frames processed in {s.elapsed:.1f} s: {s.fps:.1f} FPS over all sources")
+    if run.motion is not None:
+        out.append(f"motion gating: {s.detected} detected, {s.gated} gated, {s.carried} carried by the tracker")
     for i, line in enumerate(lines):
         if line is not None:
             out.append(f"line on source {i}: in {line.in_count}, out {line.out_count}")
@@ -201,6 +207,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-frames", type=int, default=None, help="stop each source after this many frames")
     ap.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (frames or not)")
     ap.add_argument("--retries", type=int, default=10, help="reconnect tries before a live source gives up (0: forever)")
+    ap.add_argument("--motion", action="store_true", help="detect only where and when something moves, track in between")
+    ap.add_argument("--web", type=int, nargs="?", const=8080, default=None, metavar="PORT",
+                    help="live view in the browser on http://127.0.0.1:PORT/ (default 8080)")
     ap.add_argument("-v", "--verbose", action="store_true", help="log what edge_mlla does")
     return ap.parse_args(argv)
 
@@ -219,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     lines: list[LineCounter | None] = [None] * len(args.source)
     opts: dict[str, Any] = {"hint": args.hint} if args.hint else {}
 
+    watch = Watch(args.source, lines)
+
     def on_status(st: SourceStatus) -> None:
+        watch.status(st)
         if st.state not in ("connecting",) or st.attempts:
             print(f"[{time.strftime('%H:%M:%S')}] {st}", file=sys.stderr, flush=True)
 
@@ -230,17 +242,22 @@ def main(argv: list[str] | None = None) -> int:
         run = StreamRunner(
             det, args.source, realtime=args.realtime, max_inflight=args.inflight, max_frames=args.max_frames,
             reconnect=Reconnect(max_tries=args.retries or None), on_status=on_status,
-            track=args.track or bool(args.line), loop=args.loop,
+            track=args.track or bool(args.line), loop=args.loop, motion=args.motion,
         )  # fmt: skip
+        watch.lines = lines
+        view = LiveView([i.name for i in run.sources], port=args.web).start() if args.web is not None else None
     except (EdgeMLLAError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(det)
+    if view is not None:
+        watch.view = view
+        print(f"live view: {view.url}", flush=True)
     for info in run.sources:
         kind = "live" if info.live else "file"
         print(f"source {info.index}: {info.name} ({kind}, {info.fps:.0f} fps{', drops stale frames' if info.drop_stale else ''})")
 
-    save = args.save if args.save is not None or args.show else Path("annotated.mp4")
+    save = args.save if args.save is not None or args.show or view is not None else Path("annotated.mp4")
     sinks: list[Sink | None] = [None] * len(args.source)
     if save is not None:
         for info in run.sources:
@@ -266,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             line = lines[i]
             if line is not None:
                 line.update(r.detections)
+            if view is not None:
+                view.publish(r, run.status[i], watch.info(run, r))
             recent[i].append(time.monotonic())
             fps = (len(recent[i]) - 1) / max(recent[i][-1] - recent[i][0], 1e-9) if len(recent[i]) > 1 else 0.0
             img = annotate(r, fps, run.status[i], line)
@@ -306,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"error: {e}", file=sys.stderr)
                     code = 1
         det.close()
+        if view is not None:
+            view.stop()
         if args.show:
             cv2.destroyAllWindows()
     print(summary(run, stages, lines, sinks))

@@ -43,13 +43,14 @@ class Carrier:
         """(n, 2) centre velocities of the carried boxes, pixels a second."""
         return self._vel.copy()
 
-    def moving(self, share: float = 0.2) -> np.ndarray:
-        """Per carried box: whether it moves more than ``share`` of its size (shorter side) a second, or is new (its
-        velocity not known yet)."""
+    def moving(self, share: float = 0.2, new: bool = True) -> np.ndarray:
+        """Per carried box: whether it moves more than ``share`` of its size (shorter side) a second, or (``new``) is
+        new, its velocity not known yet."""
         if not len(self._vel):
             return np.zeros(0, bool)
         side = np.maximum((self._last.xyxy[:, 2:] - self._last.xyxy[:, :2]).min(1), 1.0)
-        return (np.hypot(self._vel[:, 0], self._vel[:, 1]) > share * side) | (self._seen == 0)
+        fast = np.hypot(self._vel[:, 0], self._vel[:, 1]) > share * side
+        return fast | (self._seen == 0) if new else fast
 
     def every(self, fps: float, shift: float, most: int) -> int:
         """Detect every how many frames so that no carried object moves more than ``shift`` of its size (shorter

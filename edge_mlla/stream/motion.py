@@ -100,6 +100,7 @@ class MotionDetector:
         self._bg: np.ndarray | None = None
         self._prev: np.ndarray | None = None
         self._seen = 0
+        self._calm = 0  # frames since the last global change
         self._kernel = np.ones((3, 3), np.uint8)
         self.note: str | None = None  # the standing remark about this source's frames
 
@@ -138,11 +139,13 @@ class MotionDetector:
         fraction = cv2.countNonZero(moving) / moving.size
         if fraction > self.options.all_motion:
             self._bg, self._prev = gray.copy(), gray  # knocked, moved or relit: the new picture is the background
+            self._calm = 0
             if self.note is None or self.note.startswith("all motion"):
                 self.note = "all motion (camera moved?)"
             return MotionResult("all", _whole(w, h), fraction, note=self.note)
-        if self.note is not None and self.note.startswith("all motion"):
-            self.note = None
+        self._calm += 1
+        if self.note is not None and self.note.startswith("all motion") and self._calm > 3 * self.options.warmup:
+            self.note = None  # the remark stays until the picture has been calm for a while (no flapping)
         moving = cv2.dilate(moving, self._kernel)
         # pixels that did not change since the last frame are learnt at the full rate even where they differ from the
         # background: a ghost (what a passing object or a change of light left in the background) fades in ~1/learn

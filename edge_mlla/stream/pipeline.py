@@ -35,6 +35,8 @@ class Entry:
     mode: str
     future: Future | None = None
     regions: np.ndarray | None = None
+    urgent: bool = False
+    reset: bool = False  # the picture changed (size, or black): forget what was carried, when this frame's turn comes
 
 
 class Lane:
@@ -51,6 +53,13 @@ class Lane:
         self.fps = src.fps
         self.t_prev: float | None = None
         self.waiting: Entry | None = None
+        self.size = 8  # frames this lane holds; set from the schedule's backlog
+
+    def room(self) -> int:
+        """How many more frames this lane takes now: none while one of its frames is in the detector."""
+        if any(e.future is not None for e in self.entries):
+            return 0
+        return max(0, self.size - len(self.entries))
 
     def reset(self) -> None:
         """The picture changed (resolution, or black): forget what was carried and tracked."""
@@ -58,14 +67,14 @@ class Lane:
         self.tracker = self.make_tracker(self.src.fps) if self.make_tracker else None
         self.checked = np.zeros((0, 4), np.float32)
 
-    def observe(self, frame: Frame) -> None:
-        """Follow the frame's size and the source's real frame rate."""
-        if self.shape is not None and frame.frame.shape != self.shape:
-            self.reset()
+    def observe(self, frame: Frame) -> bool:
+        """Follow the source's real frame rate; True when the frame's size differs from the last one's."""
+        changed = self.shape is not None and frame.frame.shape != self.shape
         self.shape = frame.frame.shape
         if self.t_prev is not None and frame.t_read > self.t_prev:
             self.fps = 0.8 * self.fps + 0.2 / (frame.t_read - self.t_prev)
         self.t_prev = frame.t_read
+        return changed
 
     def unexplained(self, motion: MotionResult, t: float) -> bool:
         """Motion that no moving carried box touches (a still one does not move the picture) and that the last
@@ -95,8 +104,9 @@ class DetectTrack:
         self.r = runner
         self.schedule, self.motion = schedule, motion
         self.lanes = [Lane(src, make_tracker) for src in runner._sources]
+        for lane in self.lanes:
+            lane.size = max(8, int(schedule.backlog * lane.src.fps))
         self.scheduler = DetectScheduler(schedule, len(self.lanes))
-        self.inflight = 0
         imgsz = getattr(runner.detector, "imgsz", None)
         self.model_hw = tuple(int(v) for v in imgsz) if motion is not None and motion.regions and imgsz else None
 
@@ -106,16 +116,18 @@ class DetectTrack:
         capture: Capture = r._capture
         while True:
             capture.check_watchdog()
-            with r._cond:
-                taken = [list(src.queue) for src in r._sources]
-                for src in r._sources:
-                    src.queue.clear()
-                done = r._stop.is_set() or all(s.finished for s in r._sources)
+            with r._cond:  # a lane takes frames while none of its frames is in the detector (its decisions then use
+                # what that detection finds), up to its room; the rest waits in its source (which drops, or waits)
+                taken = [[src.queue.popleft() for _ in range(min(len(src.queue), ln.room()))]
+                         for src, ln in zip(r._sources, self.lanes)]  # fmt: skip
+                done = r._stop.is_set() or all(s.finished and not s.queue for s in r._sources)
                 if any(taken):
                     r._cond.notify_all()
             for lane, frames in zip(self.lanes, taken):
                 for f in frames:
                     self._admit(lane, f)
+                    if lane.waiting is not None:
+                        self._grant()  # a free call goes to this frame before the next one of its source supersedes it
             self._grant()
             emitted = 0
             for lane in self.lanes:
@@ -127,24 +139,23 @@ class DetectTrack:
             if done and not any(ln.entries for ln in self.lanes):
                 return
             if not emitted and not any(taken):
-                with r._cond:
-                    if not any(src.queue for src in r._sources) and not r._stop.is_set():
+                with r._cond:  # nothing to do until a frame a lane can take comes, or a detection ends (both notify)
+                    if not any(src.queue and ln.room() for src, ln in zip(r._sources, self.lanes)) and not r._stop.is_set():
                         r._cond.wait(0.05)
 
     # ---------------------------------------------------------------------------------------- deciding
     def _admit(self, lane: Lane, f: Frame) -> None:
-        lane.observe(f)
+        resized = lane.observe(f)
         motion = f.motion if isinstance(f.motion, MotionResult) else None
         if lane.waiting is not None:  # a newer frame of this source: the waiting one is carried instead
             lane.waiting.mode = "predict"
             lane.waiting = None
         if motion is not None and motion.state == "dark":
-            lane.reset()
-            self._append(lane, Entry(f, "gate"))
+            self._append(lane, Entry(f, "gate", reset=True))  # nothing to see: what was carried goes
             return
         moving = motion is None or motion.moving
         urgent = motion is not None and (motion.state == "all" or lane.unexplained(motion, f.t_read))
-        if not moving and lane.carrier.moving().any():  # stillness nothing explains: stopped, or too small for the gate
+        if not moving and lane.carrier.moving(new=False).any():  # stillness nothing explains: stopped, or too small
             moving = urgent = True
         every = lane.carrier.every(lane.fps, self.schedule.shift, self.schedule.max_every) if moving else None
         interval = every / max(lane.fps, 1e-6) if every else self.schedule.min_interval
@@ -153,24 +164,19 @@ class DetectTrack:
             lane.waiting = entry
         else:
             entry = Entry(f, "predict" if moving else "gate")
+        entry.urgent, entry.reset = urgent, resized
         self._append(lane, entry)
 
     def _append(self, lane: Lane, entry: Entry) -> None:
         lane.entries.append(entry)
-        cap = max(2, int(self.schedule.backlog * max(lane.fps, 1.0)))
-        if len(lane.entries) > cap:  # the detector is stuck or far behind: drop the oldest carried frame
-            for i, e in enumerate(lane.entries):
-                if e.mode in ("predict", "gate"):
-                    del lane.entries[i]
-                    with self.r._cond:
-                        lane.src.dropped += 1
-                    break
 
     def _grant(self) -> None:
-        free = self.r.max_inflight - self.inflight
+        busy = sum(1 for ln in self.lanes for e in ln.entries if e.future is not None and not e.future.done())
+        free = self.r.max_inflight - busy  # calls still in the detector (a finished one frees its slot at once)
         if free <= 0:
             return
-        waiting = [Candidate(ln.src.index, ln.waiting.frame.t_read, item=ln.waiting) for ln in self.lanes if ln.waiting]
+        waiting = [Candidate(ln.src.index, ln.waiting.frame.t_read, ln.waiting.urgent, ln.waiting) for ln in self.lanes
+                   if ln.waiting]  # fmt: skip
         for c in self.scheduler.order(waiting)[:free]:
             lane = self.lanes[c.source]
             self._submit(lane, c.item)
@@ -187,7 +193,6 @@ class DetectTrack:
         f.t_submit = self.r.clock()
         self.scheduler.granted(lane.src.index, f.t_read)
         lane.checked = motion.boxes
-        self.inflight += 1
         entry.future = self.r._infer.submit(images)
 
         def done(_: Future) -> None:
@@ -204,8 +209,9 @@ class DetectTrack:
             if e.mode == "wait" or (e.future is not None and not e.future.done()):
                 return
             lane.entries.popleft()
+            if e.reset:
+                lane.reset()
             if e.future is not None:
-                self.inflight -= 1
                 yield self._detected(lane, e)
             else:
                 yield self._carried(lane, e)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from edge_mlla.errors import ConfigError
 
+URGENT_WEIGHT = 1.5  # how much older an urgent candidate counts (see DetectScheduler.order)
+
 
 class RoundRobin:
     """Takes up to ``batch`` ready frames, one source at a time in turn, so that no source gets ahead of another
@@ -52,7 +54,8 @@ class Schedule:
     at the next free slot. Frames between detections get the carried boxes (``mode="predicted"``).
 
     The detector is shared by priority: sources below their minimum rate first, then the source whose last detection
-    is oldest, so under overload every source gets an equal share and none starves. A frame waiting for the detector
+    is oldest (where something new moved counting 1.5 times older), so under overload every source gets a share within
+    1.5x of the others' and none starves. A frame waiting for the detector
     gives way to its source's next frame (it is then carried); a live source keeps at most ``backlog`` seconds of
     frames (older ones are dropped and counted).
 
@@ -117,12 +120,14 @@ class DetectScheduler:
         return float("inf") if last is None else t - last
 
     def order(self, candidates: list[Candidate]) -> list[Candidate]:
-        """Candidates best first: below the minimum rate first, then the oldest last detection."""
+        """Candidates best first: below the minimum rate first, then the oldest last detection, an urgent one (something
+        new moved) counting as 1.5 times older: it goes first among equals, yet under overload a source that is
+        always urgent gets at most 1.5 times the detections of one that never is."""
         limit = self.schedule.min_interval
 
         def key(c: Candidate) -> tuple[int, float]:
             age = self.age(c.source, c.t)
-            return (0 if age >= limit else 1, -age)
+            return (0 if age >= limit else 1, -age * (URGENT_WEIGHT if c.urgent else 1.0))
 
         return sorted(candidates, key=key)
 

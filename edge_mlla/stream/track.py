@@ -1,5 +1,5 @@
 """Tracking and counting for streams: ByteTrack per source (supervision 0.30's ``sv.ByteTrack``, or the
-``trackers`` package's ByteTrack with supervision >= 0.31) and line crossings (supervision's ``LineZone``).
+``trackers`` package's ``ByteTrackTracker`` with supervision >= 0.31) and line crossings (supervision's ``LineZone``).
 supervision and trackers are imported only when a :class:`Tracker` or :class:`LineCounter` is made."""
 
 from __future__ import annotations
@@ -25,11 +25,19 @@ def _import_supervision() -> Any:
     return sv
 
 
+#: the ``trackers`` package's ByteTrack settings that make it behave as supervision 0.30's ByteTrack: tracks start
+#: from boxes at the detector's usual threshold and are reported from their first frame (its own defaults: 0.7 and 2)
+TRACKERS_DEFAULTS = {"track_activation_threshold": 0.35, "high_conf_det_threshold": 0.25, "minimum_consecutive_frames": 1}
+TRACKERS_INSTALL = ("pip install --no-deps trackers  (its wheel asks for opencv-python, the GUI build; with --no-deps "
+                    "the headless OpenCV edge-mlla uses stays, and everything else trackers needs comes with supervision)")
+
+
 class Tracker:
     """ByteTrack for one stream: our :class:`Detections` in, the same with ``tracker_id`` out.
 
-    Uses supervision's ``ByteTrack`` (supervision < 0.31); supervision 0.31 dropped it for the ``trackers``
-    package, whose ``ByteTrackTracker`` is used when present. ``options`` go to the tracker's constructor.
+    Uses supervision's ``ByteTrack`` up to supervision 0.30; supervision 0.31 moved ByteTrack to the ``trackers``
+    package, whose ``ByteTrackTracker`` is used then (set up as supervision 0.30's: :data:`TRACKERS_DEFAULTS`).
+    ``options`` go to the tracker's constructor. ``kind`` says which one runs.
 
     Example:
         >>> t = Tracker(frame_rate=30)          # doctest: +SKIP
@@ -52,12 +60,13 @@ class Tracker:
             from trackers import ByteTrackTracker
         except ImportError as e:
             raise MissingDependencyError(
-                f"track=True needs ByteTrack, which supervision {sv.__version__} no longer has: "
-                f"{TRACK_INSTALL} (supervision>=0.30,<0.31), or pip install trackers"
+                f"track=True needs ByteTrack, which supervision {sv.__version__} keeps in the trackers package: {TRACKERS_INSTALL}"
             ) from e
-        self._impl = ByteTrackTracker(frame_rate=self.frame_rate, **options)
+        self._impl = ByteTrackTracker(frame_rate=self.frame_rate, **{**TRACKERS_DEFAULTS, **options})
         self._update = self._impl.update
-        self.kind = "trackers ByteTrackTracker"
+        from importlib import metadata
+
+        self.kind = f"trackers {metadata.version('trackers')} ByteTrackTracker (supervision {sv.__version__})"
 
     def update(self, detections: Detections) -> Detections:
         """Associate ``detections`` (of the next frame) with the tracks; returns the tracked boxes with ids."""
