@@ -30,7 +30,9 @@ def _ultralytics_int8(pt: Path, data: str, imgsz: int, work: Path) -> tuple[Path
     shutil.copy(pt, copy)
     t0 = time.perf_counter()
     folder = YOLO(str(copy)).export(format="openvino", imgsz=imgsz, int8=True, data=str(yml), verbose=False)
-    return next(Path(folder).glob("*.xml")), time.perf_counter() - t0
+    from edge_mlla.modelfile import resolve_model_file
+
+    return resolve_model_file(Path(folder), (".xml",)), time.perf_counter() - t0
 
 
 def _quantize(xml: Path, data: str, out: Path, **kw: Any) -> tuple[Any, float]:

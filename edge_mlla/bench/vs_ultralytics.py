@@ -228,11 +228,10 @@ def _make_models(pt: Path, d: dict[str, Any], hw: tuple[int, int], opts: VsOptio
 
 
 def _xml(folder: Any) -> Path:
-    p = Path(str(folder))
-    xmls = sorted(p.glob("*.xml")) if p.is_dir() else [p]
-    if not xmls:
-        raise EdgeMLLAError(f"Ultralytics' export wrote no .xml under {p}")
-    return xmls[0]
+    """The .xml of an IR folder Ultralytics wrote (modelfile resolves folders)."""
+    from edge_mlla.modelfile import resolve_model_file
+
+    return resolve_model_file(Path(str(folder)), (".xml",))
 
 
 # ------------------------------------------------------------------------------------------------- measuring
@@ -298,11 +297,14 @@ class _Predictor:
             self.yolo = None
 
 
-def benchmark_app_fps(xml: Path, seconds: float, hint: str = "throughput") -> float:
+def benchmark_app_fps(xml: Path, seconds: float, hint: str = "throughput", precision: str | None = None) -> float:
     """``benchmark_app`` throughput (FPS) of an IR on CPU with ``hint``, in its own process (the OpenVINO tool
-    users quote; the device's default precision). Raises EdgeMLLAError when it fails or prints no throughput."""
+    users quote), at the device's default precision or ``precision`` (``f32``/``bf16``). Raises EdgeMLLAError when
+    it fails or prints no throughput."""
     code = "import sys; from openvino.tools.benchmark.main import main; sys.argv[0] = 'benchmark_app'; sys.exit(main())"
     cmd = [sys.executable, "-c", code, "-m", str(xml), "-d", "CPU", "-hint", hint, "-t", f"{max(1, round(seconds))}"]
+    if precision is not None:
+        cmd += ["-infer_precision", precision]
     env = {**os.environ, "OPENVINO_TELEMETRY_OPT_OUT": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120 + 4 * seconds, env=env)
     m = re.search(r"Throughput:\s*([\d.]+)\s*FPS", out.stdout + out.stderr)
