@@ -191,22 +191,23 @@ def test_carrier_moves_boxes_at_their_velocity_and_keeps_ids():
 
 # ------------------------------------------------------------------------------------------------ the scheduler
 def test_scheduler_is_fair_under_overload_and_keeps_the_minimum_rate():
-    """16 always-moving sources want a detection every frame; the detector takes 4 per tick. Over 200 ticks every
-    source gets its share (the goal: lowest / highest >= 0.5; oldest-first gives 46..50 here, the still source's
-    minimum-rate slots displacing a few), and a still source keeps its minimum rate."""
+    """16 always-moving sources want a detection every frame, half of them always urgent (something new moves); the
+    detector takes 4 per tick. Over 300 ticks every source gets its share (the goal: lowest / highest >= 0.5; an
+    urgent candidate counts 1.5x older, so here 2/3), and a still source keeps its minimum rate."""
     sch = DetectScheduler(Schedule(min_rate=1.0), 17)
     t, counts = 0.0, np.zeros(17, int)
-    for _ in range(200):
+    for _ in range(300):
         t += 1 / 15
-        wanting = [Candidate(s, t) for s in range(16) if sch.due(s, t, interval=1 / 15, urgent=False)]
+        wanting = [Candidate(s, t, urgent=s % 2 == 0) for s in range(16) if sch.due(s, t, interval=1 / 15, urgent=s % 2 == 0)]
         if sch.due(16, t, interval=1.0, urgent=False):  # the still source: only at its minimum rate
             wanting.append(Candidate(16, t))
         for c in sch.order(wanting)[:4]:
             sch.granted(c.source, t)
             counts[c.source] += 1
     moving = counts[:16]
-    assert moving.min() / moving.max() >= 0.9
-    assert counts.sum() == 800 and counts[16] >= int(200 / 15 * 1.0) - 1  # about one a second: never starved
+    assert moving.min() / moving.max() >= 0.6, moving
+    assert counts[16] >= int(300 / 15 * 1.0) - 1  # about one a second: never starved
+    assert counts.sum() == 1200
 
 
 # ------------------------------------------------------------------------------------------------ detect-and-track
@@ -228,6 +229,25 @@ def test_detect_and_track_gates_idle_frames_and_carries_moving_boxes():
         assert pred is not None and len(pred) == len(r.detections)
         assert (not pred.any()) if r.mode == "detected" else pred.all()
     assert _recall(results) >= 0.95
+
+
+def test_detect_and_track_with_tracking_counts_a_line_crossing_once():
+    """track=True with motion gating: every result carries tracker ids (carried boxes keep theirs), and the square
+    crossing x=80 left to right is counted once, as 'in' (supervision's LineZone: +x of a line drawn downwards)."""
+    from edge_mlla.stream import LineCounter
+
+    clock, det = FakeClock(), BrightBoxes()
+    run = StreamRunner(det, Clip(square_scene(), 120, clock), motion=Motion(warmup=3, min_area=16), drop_stale=False,
+                       track=True)  # fmt: skip
+    run.clock = clock
+    line = LineCounter((80, 0), (80, 120))
+    ids = set()
+    for r in run:
+        assert r.detections.tracker_id is not None and len(r.detections.tracker_id) == len(r.detections)
+        line.update(r.detections)
+        ids |= {int(t) for t, y in zip(r.detections.tracker_id, r.detections.xyxy[:, 1]) if y == 40}  # the mover
+    assert (line.in_count, line.out_count) == (1, 0)
+    assert len(ids) == 1  # one id for the square all the way
 
 
 def test_bad_sources_are_reported_and_do_not_stop_the_others():

@@ -85,6 +85,17 @@ def test_camera_sample_many_sources(tmp_path, exported, bccd):
     assert "12 frames processed" in p.stdout
 
 
+def test_camera_sample_with_motion_gating_and_the_live_view(tmp_path, exported):
+    p = run_sample(CAMERA, "--model", exported("openvino"), "--source", CLIP, "--motion", "--web", "0",
+                   "--max-frames", 40, "--save", tmp_path / "m.mp4")  # fmt: skip
+    no_traceback(p)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert re.search(r"live view: http://127\.0\.0\.1:\d+/", p.stdout), p.stdout
+    m = re.search(r"motion gating: (\d+) detected, (\d+) gated, (\d+) carried by the tracker", p.stdout)
+    assert m and sum(map(int, m.groups())) == 40 and int(m.group(1)) >= 1, p.stdout  # every frame has a result
+    assert frames_of(tmp_path / "m.mp4") == (40, (640, 480))
+
+
 def test_camera_show_without_gui_is_a_clear_error(exported):
     gui = re.search(r"GUI:\s*(\S+)", cv2.getBuildInformation())
     if gui and gui.group(1).upper() != "NONE" and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):

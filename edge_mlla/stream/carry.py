@@ -130,9 +130,9 @@ def _match(old: Detections, new: Detections, min_iou: float) -> list[tuple[int, 
     pairs: list[tuple[int, int]] = []
     used_o, used_n = set(), set()
     if old.tracker_id is not None and new.tracker_id is not None:
-        where = {int(t): i for i, t in enumerate(old.tracker_id)}
+        where = {int(t): i for i, t in enumerate(old.tracker_id) if t >= 0}
         for j, t in enumerate(new.tracker_id):
-            if int(t) in where:
+            if t >= 0 and int(t) in where:
                 pairs.append((where[int(t)], j))
                 used_o.add(where[int(t)])
                 used_n.add(j)
@@ -152,6 +152,19 @@ def _inside(xyxy: np.ndarray, regions: np.ndarray) -> np.ndarray:
     """Boxes wholly inside one of the regions (a box a crop cuts is not re-detected there: it stays carried)."""
     r = np.asarray(regions, np.float32)[None]
     return ((xyxy[:, None, :2] >= r[..., :2]) & (xyxy[:, None, 2:] <= r[..., 2:])).all(-1).any(-1)
+
+
+def with_ids(boxes: Detections, tracked: Detections) -> Detections:
+    """``boxes`` with the tracker ids of ``tracked`` (a tracker's output for them: the same boxes, maybe fewer, maybe
+    reordered), -1 where the tracker reported none (a track not confirmed yet)."""
+    tid = np.full(len(boxes), -1, np.int64)
+    if len(boxes) and len(tracked) and tracked.tracker_id is not None:
+        iou = box_iou(tracked.xyxy, boxes.xyxy)
+        for i, j in enumerate(iou.argmax(1)):
+            if iou[i, j] > 0.9:
+                tid[j] = tracked.tracker_id[i]
+    return Detections(boxes.xyxy, boxes.confidence, boxes.class_id, names=boxes.names, data=dict(boxes.data), tracker_id=tid,
+                      timing=boxes.timing)  # fmt: skip
 
 
 def marked(d: Detections, predicted: bool) -> Detections:

@@ -53,7 +53,7 @@ def _cmd_watch(a: argparse.Namespace) -> int:
         run = StreamRunner(det, a.sources, realtime=a.realtime, loop=a.loop, on_status=watch.status,
                            track=a.track or bool(a.line), motion=False if a.no_motion else Motion(regions=a.regions),
                            schedule=None if a.no_motion else Schedule(min_rate=a.min_rate))  # fmt: skip
-        view = LiveView(run_names(run), host=a.host, port=a.port, token=token, title=f"edge-mlla watch: {det!r}")
+        view = LiveView(run_names(run), host=a.host, port=a.port, token=token, title="edge-mlla watch")
         view.extra = {"detector": repr(det), "precision": det.precision, "motion": not a.no_motion}
         view.start()
         if a.host not in LOOPBACK:

@@ -17,7 +17,7 @@ import numpy as np
 
 from edge_mlla.results import Detections
 from edge_mlla.stream.capture import Capture, Frame, SourceState
-from edge_mlla.stream.carry import Carrier, marked
+from edge_mlla.stream.carry import Carrier, marked, with_ids
 from edge_mlla.stream.motion import Motion, MotionResult
 from edge_mlla.stream.records import FrameTiming, StreamResult
 from edge_mlla.stream.regions import crops_of, merge_regions, plan_regions
@@ -225,9 +225,12 @@ class DetectTrack:
             shown = lane.carrier.compose(merge_regions(out, e.regions, (f.frame.shape[1], f.frame.shape[0])), f.t_read, e.regions)
         else:
             shown = marked(out[0], False)
-        if lane.tracker is not None:
-            shown = lane.tracker.update(shown)
-        lane.carrier.update(shown, f.t_read)
+        if lane.tracker is not None:  # carry every box (a new one is confirmed by the tracker on the next frame), show
+            tracked = lane.tracker.update(shown)  # what the tracker reports
+            lane.carrier.update(with_ids(shown, tracked), f.t_read)
+            shown = tracked
+        else:
+            lane.carrier.update(shown, f.t_read)
         track = time.perf_counter() - t0
         tm = FrameTiming(f.capture, f.t_submit - f.t_read, timing.preprocess if timing else 0.0,  # one frame a call
                          timing.infer if timing else max(0.0, f.t_done - f.t_submit), timing.postprocess if timing else 0.0,
@@ -240,11 +243,15 @@ class DetectTrack:
         if e.mode == "gate":
             lane.carrier.freeze(f.t_read)
         dets = lane.carrier.predict(f.t_read)
+        if lane.tracker is not None:  # ByteTrack sees every frame (it assumes so): its tracks follow the carried boxes
+            dets = lane.tracker.update(dets)
         tm = FrameTiming(capture=f.capture, track=time.perf_counter() - t0, latency=self.r.clock() - f.t_read)
         return self._result(lane, f, dets, tm, "gated" if e.mode == "gate" else "predicted")
 
     def _result(self, lane: Lane, f: Frame, dets: Detections, tm: FrameTiming, mode: str) -> StreamResult:
         src = lane.src
+        if lane.tracker is not None and dets.tracker_id is None:  # nothing tracked yet: still a tracked result
+            dets.tracker_id = np.full(len(dets), -1, np.int64)
         with self.r._cond:
             src.processed += 1
             src.counts["carried" if mode == "predicted" else mode] += 1
