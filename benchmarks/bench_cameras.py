@@ -215,6 +215,40 @@ def camera_recall(got: dict, rd: PacedFile, ref: list) -> dict:
     return {**out, "frames": last - first + 1, "with_result": with_result}
 
 
+def soak(det, clip: Path, n_frames: int, cams: int, seconds: float) -> dict:
+    """``cams`` cameras with motion gating for ``seconds``: RSS, threads and open files after the first fifth and at
+    the end (a shortened version of the issue's 30-minute soak)."""
+    from edge_mlla.stream import StreamRunner
+
+    readers = [PacedFile(clip, FPS, k * n_frames // cams, n_frames, f"cam{k}") for k in range(cams)]
+    run = StreamRunner(det, readers, motion=True, reconnect=False)
+    marks: dict[str, dict] = {}
+    timer = threading.Timer(seconds, run.stop)
+    timer.start()
+    t0 = time.monotonic()
+    n = 0
+    try:
+        for _ in run:
+            n += 1
+            t = time.monotonic() - t0
+            if "early" not in marks and t >= seconds / 5:
+                marks["early"] = _usage(t)
+    finally:
+        timer.cancel()
+        run.stop()
+    marks["end"] = _usage(time.monotonic() - t0)
+    e, f = marks["early"], marks["end"]
+    return {"cameras": cams, "seconds": seconds, "results": n, **marks,
+            "rss_growth": round(f["rss_mb"] / e["rss_mb"] - 1, 4), "thread_growth": f["threads"] - e["threads"],
+            "fd_growth": f["fds"] - e["fds"]}  # fmt: skip
+
+
+def _usage(t: float) -> dict:
+    with open("/proc/self/statm") as fh:
+        rss = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return {"t_s": round(t, 1), "rss_mb": round(rss, 1), "threads": threading.active_count(), "fds": len(os.listdir("/proc/self/fd"))}
+
+
 def motion_cost(frames: list[np.ndarray], size: tuple[int, int] | None = None, truth_idle: list[bool] | None = None) -> dict:
     from edge_mlla.stream import MotionDetector
 
@@ -287,6 +321,12 @@ def markdown(report: dict) -> str:
         f = report["fairness"]
         out += ["", f"Fairness under overload ({f['cameras']} cameras, always busy, motion on): detections per camera "
                 f"{f['detections_per_camera']}, lowest / highest = {f['min_over_max']:.2f}."]  # fmt: skip
+    if report.get("soak"):
+        k = report["soak"]
+        out += ["", f"Soak, shortened ({k['cameras']} cameras, motion on, {k['seconds']:g} s instead of 30 min): RSS "
+                f"{k['early']['rss_mb']} MB at {k['early']['t_s']} s -> {k['end']['rss_mb']} MB at the end "
+                f"({100 * k['rss_growth']:+.1f}%), threads {k['early']['threads']} -> {k['end']['threads']}, "
+                f"open files {k['early']['fds']} -> {k['end']['fds']}."]  # fmt: skip
     if report.get("motion_cost"):
         out += ["", "Motion analysis, one core (cv2.setNumThreads(1)):", "",
                 "| clip | size | mean ms | p95 ms | frames flagged moving | false triggers (idle frames) | missed motion |",
@@ -307,7 +347,8 @@ def main() -> int:
     ap.add_argument("--idle", type=float, default=0.7)
     ap.add_argument("--warm", type=float, default=3.0)
     ap.add_argument("--window", type=float, default=20.0)
-    ap.add_argument("--parts", default="cameras,fairness,motion", help="what to run")
+    ap.add_argument("--parts", default="cameras,fairness,motion", help="what to run: cameras, fairness, motion, soak")
+    ap.add_argument("--soak", type=float, default=300.0, help="seconds of the 8-camera soak (part 'soak')")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_cameras")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
@@ -335,6 +376,9 @@ def main() -> int:
         report["fairness"] = {"cameras": 16, "detections_per_camera": d, "min_over_max": round(min(d) / max(max(d), 1), 3),
                               "recall_own_min": r["recall_own_min"], "p95_ms": r["p95_ms"]}  # fmt: skip
         print(json.dumps(report["fairness"]), flush=True)
+    if "soak" in parts:
+        report["soak"] = soak(det, clip, n, 8, args.soak)
+        print(json.dumps(report["soak"]), flush=True)
     if "motion" in parts:
         from edge_mlla.clips import FixedScene, SceneOptions
 
