@@ -277,12 +277,28 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *args: ob
     return f"warning: {message}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged, not the stream of the moment ``main`` ran: a
+    caller that swaps stderr (pytest's capture, a notebook, a redirect) and closes the old one loses nothing and gets
+    no 'Logging error: I/O operation on closed file' (as logging's own last-resort handler does)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:  # StreamHandler.__init__ sets it
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
     """Quiet by default: our own INFO lines; third-party INFO (NNCF's per-node blocks, ONNX Runtime's quantizer)
     and library warnings that repeat ours (torch's CUDA notice) only with ``--verbose``."""
     import warnings
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", force=True)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("edge_mlla").setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("nncf").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.captureWarnings(True)  # warnings.warn(...) print once, through logging, as one line

@@ -46,3 +46,34 @@ def test_bad_arguments_are_rejected_by_the_parser(argv, needle, capsys):
         main(argv)
     assert e.value.code == 2
     assert needle in capsys.readouterr().err
+
+
+def test_cli_logging_follows_the_current_stderr(monkeypatch):
+    """main() configures logging once; a caller that swaps sys.stderr and closes the old one (pytest, a notebook)
+    gets the next lines on the new stream, not 'Logging error: I/O operation on closed file'."""
+    import io
+    import logging
+
+    from edge_mlla.cli import _setup_logging
+
+    import warnings
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging.getLogger("edge_mlla").level, logging.getLogger("nncf").level
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    with warnings.catch_warnings():
+        try:
+            _setup_logging(verbose=False)
+            logging.getLogger("edge_mlla.test").warning("one")
+            first.close()
+            monkeypatch.setattr(sys, "stderr", second)
+            logging.getLogger("edge_mlla.test").warning("two")
+            assert second.getvalue() == "two\n"
+        finally:
+            root.handlers[:] = saved[0]
+            root.setLevel(saved[1])
+            logging.getLogger("edge_mlla").setLevel(saved[2])
+            logging.getLogger("nncf").setLevel(saved[3])
+            logging.captureWarnings(False)

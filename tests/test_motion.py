@@ -272,7 +272,10 @@ def test_bad_sources_are_reported_and_do_not_stop_the_others():
     det = BrightBoxes()
     run = StreamRunner(det, [resized, black, flapping, knocked, good], motion=Motion(warmup=2, min_area=16),
                        reconnect=Reconnect(initial=0.001, max_delay=0.002, max_tries=5, watchdog=None),
-                       on_status=on_status, drop_stale=False)  # fmt: skip
+                       on_status=on_status, drop_stale=False, max_inflight=6)  # fmt: skip
+    # a lane has at most one call in the detector: with 6 slots for 5 sources a frame that asks for a detection gets
+    # one at once, whatever the other sources do (with fewer, whether the knock itself or a later frame is detected
+    # depends on thread timing: CI saw both)
     run.clock = clock
     results = list(run)
     notes = {i: {s.note for s in seen if s.source == i} for i in range(5)}
@@ -286,8 +289,8 @@ def test_bad_sources_are_reported_and_do_not_stop_the_others():
     assert shapes == {(120, 160, 3), (60, 80, 3)}
     dark = [r for r in results if r.source == 1 and r.index >= 6]
     assert dark and all(r.mode == "gated" and len(r.detections) == 0 for r in dark), [(r.index, r.mode, len(r.detections)) for r in dark]
-    knock = [r.mode for r in results if r.source == 3 and r.index in (12, 13)]  # the knock is looked at (frame 12, or
-    assert "detected" in knock, knock  # the next one if the detector was busy: a waiting frame gives way to the newer)
+    knock = [r.mode for r in results if r.source == 3 and r.index == 12]
+    assert knock == ["detected"], knock  # the knock is looked at at once (urgent: the whole picture changed)
 
 
 def test_a_one_fps_source_adapts_its_detection_rate_to_what_moves():
