@@ -50,9 +50,11 @@ COPY pyproject.toml README.md LICENSE ./
 COPY edge_mlla ./edge_mlla
 COPY runtimes ./runtimes
 COPY quantize ./quantize
-# Runtime extras only (opencv-python-headless comes with the core). supervision 0.31 dropped ByteTrack (moved
-# to the `trackers` package, which requires the GUI OpenCV): 0.30 is the last with it and without that need.
-RUN pip install "./[openvino,onnx,track]" "supervision>=0.30,<0.31" \
+# Runtime extras only (opencv-python-headless comes with the core). Current supervision (0.31+) keeps ByteTrack
+# in the `trackers` package, whose wheel asks for the GUI OpenCV: it goes in without dependencies (what it needs
+# comes with supervision, and rich), so the image keeps the headless build.
+RUN pip install "./[openvino,onnx,track]" "rich>=13" \
+ && pip install --no-deps "trackers>=2.5" \
  && python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None or u.find_spec('ultralytics') is not None)"
 COPY samples ./samples
 COPY --from=models /models /models

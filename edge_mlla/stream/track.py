@@ -28,8 +28,9 @@ def _import_supervision() -> Any:
 #: the ``trackers`` package's ByteTrack settings that make it behave as supervision 0.30's ByteTrack: tracks start
 #: from boxes at the detector's usual threshold and are reported from their first frame (its own defaults: 0.7 and 2)
 TRACKERS_DEFAULTS = {"track_activation_threshold": 0.35, "high_conf_det_threshold": 0.25, "minimum_consecutive_frames": 1}
-TRACKERS_INSTALL = ("pip install --no-deps trackers  (its wheel asks for opencv-python, the GUI build; with --no-deps "
-                    "the headless OpenCV edge-mlla uses stays, and everything else trackers needs comes with supervision)")
+TRACKERS_INSTALL = ("pip install rich && pip install --no-deps trackers  (its wheel asks for opencv-python, the GUI "
+                    "build; with --no-deps the headless OpenCV edge-mlla uses stays; what else it needs comes with "
+                    "supervision, but rich)")
 
 
 class Tracker:
