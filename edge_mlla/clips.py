@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,23 +79,36 @@ def make_pan_clip(
     strip = np.concatenate(tiles, axis=1)
     if strip.shape[1] < w:
         raise ConfigError(f"make_pan_clip: the images are {strip.shape[1]} px wide side by side; need at least {w}")
+
+    def frames_() -> Iterator[np.ndarray]:
+        for f in range(frames):
+            x0 = pan_offset(f, frames, strip.shape[1], w)
+            m = np.float32([[1, 0, -x0], [0, 1, 0]])
+            yield cv2.warpAffine(strip, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+    return write_video(out, frames_(), float(fps), (w, h))
+
+
+def write_video(out: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, size: tuple[int, int]) -> Path:
+    """Write BGR ``frames`` of ``size`` (w, h) to an mp4v video at ``out``, atomically (a temporary file in the same
+    folder, then a rename: a reader never sees half a clip), readable by everyone (0644, as any file the user makes;
+    mkstemp's 0600 would hide the clip from a container running as another user)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=out.parent)
     os.close(fd)
-    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), tuple(size))
     try:
         if not writer.isOpened():
             raise OutputNotWritableError(f"cannot write {out} with the mp4v codec")
-        for f in range(frames):
-            x0 = pan_offset(f, frames, strip.shape[1], w)
-            m = np.float32([[1, 0, -x0], [0, 1, 0]])
-            writer.write(cv2.warpAffine(strip, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
+        for frame in frames:
+            writer.write(frame)
     except BaseException:
         writer.release()
         Path(tmp).unlink(missing_ok=True)
         raise
     writer.release()
+    os.chmod(tmp, 0o644)
     os.replace(tmp, out)
     return out
 
@@ -259,24 +272,8 @@ class FixedScene:
 
     def write(self, out: str | os.PathLike, frames: int | None = None) -> Path:
         """Write the first ``frames`` frames (all by default) to an mp4v video at the scene's fps; returns its path."""
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=out.parent)
-        os.close(fd)
-        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (self.width, self.height))
-        try:
-            if not writer.isOpened():
-                raise OutputNotWritableError(f"cannot write {out} with the mp4v codec")
-            for i in range(self.n if frames is None else min(self.n, int(frames))):
-                writer.write(self.frame(i))
-        except BaseException:
-            writer.release()
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        writer.release()
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-        return out
+        n = self.n if frames is None else min(self.n, int(frames))
+        return write_video(out, (self.frame(i) for i in range(n)), self.fps, (self.width, self.height))
 
 
 def _sprites(rng: np.random.Generator, zoom: float, scale: tuple[float, float], count: int) -> list[tuple]:

@@ -19,7 +19,7 @@ from edge_mlla.stream import Motion, MotionDetector, Reconnect, Schedule, Stream
 from edge_mlla.stream.carry import Carrier
 from edge_mlla.stream.regions import crops_of, merge_regions, plan_regions
 from edge_mlla.stream.schedule import Candidate, DetectScheduler
-from test_stream import FakeClock, Factory
+from test_stream import FakeClock, Factory, _iou
 from test_stream import no_thread_survives  # noqa: F401  (autouse: no test here leaves a thread running)
 
 
@@ -315,10 +315,3 @@ def _recall(results) -> float:
             hit += int((_iou(ref.xyxy, r.detections.xyxy).max(1) >= 0.5).sum())
     return hit / tot
 
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)

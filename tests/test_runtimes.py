@@ -343,7 +343,7 @@ def test_cuda_capture_gate_runs_captures_alone():
     done.set()
     late = threading.Thread(target=run, args=("late", done))
     late.start()  # a run that arrives while the capture waits goes after it (a busy stream cannot starve a capture)
-    time.sleep(0.05)
+    time.sleep(0.05)  # room for a wrong order to show; a slow machine can only hide it, never fail this wrongly
     assert order == ["a+"]
     release.set()
     a.join(5)

@@ -201,7 +201,7 @@ def test_camera_shows_a_live_stream_reconnecting(tmp_path, exported):
     sample = Sample(CAMERA, "--model", exported("openvino"), "--source", server.url, "--save", tmp_path / "live.mp4")
     try:
         sample.wait_for("connected")
-        time.sleep(1.5)
+        time.sleep(1.5)  # some frames flow first (no assertion counts them: the states below are what is checked)
         server.kill()
         sample.wait_for("reconnecting")
         time.sleep(1.0)  # reconnect tries fail meanwhile (refused)

@@ -796,6 +796,8 @@ def test_pan_clip_is_deterministic_and_pans_as_specified(tmp_path, bccd):
     a = make_pan_clip(tmp_path / "a.mp4", images=tiles, frames=5, fps=10)
     b = make_pan_clip(tmp_path / "b.mp4", images=tiles, frames=5, fps=10)
     assert a.read_bytes() == b.read_bytes()
+    assert a.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600: a container running as another user reads it
+    assert {p.name for p in tmp_path.iterdir()} == {"a.mp4", "b.mp4"}  # no temporary file left
     strip = np.concatenate([cv2.imread(str(p)) for p in tiles], axis=1)
     cap = cv2.VideoCapture(str(a))
     assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 5 and cap.get(cv2.CAP_PROP_FPS) == 10
