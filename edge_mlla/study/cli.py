@@ -42,8 +42,9 @@ def _print_plan(a: argparse.Namespace, arms: list[str]) -> int:
 
     _, items = plan_study(arms, data=a.data, seeds=a.seeds, epochs=a.epochs, imgsz=a.imgsz, batch=a.batch, out=a.out,
                           runs=a.runs)  # fmt: skip
-    for spec, state in items:
-        print(f"{spec.name:32s} {state:8s} {epochs_done(spec.run_dir)}/{spec.recipe.epochs} epochs  {spec.run_dir}")
+    for spec, state in items:  # a finished run is in the records (its run folder may be gone): no epoch count
+        where = "(recorded)" if state == "done" else f"{epochs_done(spec.run_dir)}/{spec.recipe.epochs} epochs"
+        print(f"{spec.name:32s} {state:8s} {where:14s} {spec.run_dir}")
     return 0
 
 
