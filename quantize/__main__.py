@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from edge_mlla.cli import main
+from edge_mlla.quantize.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main(["quantize", *sys.argv[1:]]))
+    raise SystemExit(main(sys.argv[1:]))

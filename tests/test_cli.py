@@ -54,7 +54,7 @@ def test_cli_logging_follows_the_current_stderr(monkeypatch):
     import io
     import logging
 
-    from edge_mlla.cli import _setup_logging
+    from edge_mlla.cliargs import setup_logging as _setup_logging
 
     import warnings
 

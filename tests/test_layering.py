@@ -65,6 +65,32 @@ def test_nothing_imports_quantize_except_the_cli_and_benchmarks():
             assert not any(m.startswith("edge_mlla.quantize") for m in _edge_imports(f)), f
 
 
+def test_no_import_runs_back_up_to_the_cli():
+    """edge_mlla.cli registers the commands of quantize, serve, stream, bench and study; they share what every
+    command needs through edge_mlla.cliargs, never by importing the CLI back (python -m edge_mlla.quantize included)."""
+    for folder in PKG_DIRS.values():
+        for f in _sources(folder):
+            if f.relative_to(ROOT).as_posix() in ("edge_mlla/cli.py", "edge_mlla/__main__.py"):
+                continue
+            assert "edge_mlla.cli" not in _edge_imports(f), f"{f.relative_to(ROOT)} imports edge_mlla.cli back"
+
+
+def test_modules_and_functions_stay_readable():
+    """No module over 500 lines, no function over 80, in the package, the samples and the benchmark scripts."""
+    files = [f for folder in PKG_DIRS.values() for f in _sources(folder)]
+    files += _sources(ROOT / "samples") + sorted((ROOT / "benchmarks").glob("*.py"))
+    assert len(files) > 80, len(files)  # the folders were found
+    over = []
+    for f in files:
+        text = f.read_text()
+        if text.count("\n") > 500:
+            over.append(f"{f.relative_to(ROOT)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                over.append(f"{f.relative_to(ROOT)}:{node.lineno} {node.name}(): {node.end_lineno - node.lineno + 1} lines")
+    assert not over, "split by job: " + "; ".join(over)
+
+
 def test_edge_modules_are_torch_free_at_import():
     script = (
         "import json, sys\n"

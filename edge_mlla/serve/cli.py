@@ -1,5 +1,8 @@
 """The scale-out commands of ``edge-mlla``: ``serve``, ``serve-streams`` and ``export-repo`` (parsing and
-printing only; the work is in :mod:`edge_mlla.serve`). Registered by :func:`add_commands`."""
+printing only; the work is in :mod:`edge_mlla.serve`). Registered by :func:`add_commands`.
+
+Each command imports what it runs inside its handler, so that `--help` and every other command start without loading
+torch, OpenVINO, NNCF or Ray."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge_mlla.cliargs import add_detector_args
 from edge_mlla.serve.config import (
     APP_NAME,
     DEFAULT_BODY_TIMEOUT_S,
@@ -95,13 +99,7 @@ def _replica_args(p: argparse.ArgumentParser) -> None:
                    help="serve: @serve.batch; greedy: a batch is formed when the replica is free (fuller batches under load)")
     p.add_argument("--threads", type=int, default=None, help="runtime threads per replica (default: cores / replicas)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--device", default=None)
-    p.add_argument("--precision", default=None,
-                   help="f32 for exact parity with an f32 reference; default: the CPU's native precision (bf16 on CPUs "
-                        "with BF16), reported by /info and every answer")  # fmt: skip
-    p.add_argument("--conf", type=float, default=0.25)
-    p.add_argument("--iou", type=float, default=0.45)
+    add_detector_args(p, skip=("max_det", "classes", "imgsz", "threads"))  # threads: per replica, above
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="largest upload in bytes (413 beyond, "
                    "checked while reading)")  # fmt: skip
     p.add_argument("--body-timeout", dest="body_timeout_s", type=float, default=DEFAULT_BODY_TIMEOUT_S, metavar="S",

@@ -1,5 +1,8 @@
 """``edge-mlla watch``: the live view of one or many sources in the browser (parsing and printing only; the work is
-in :mod:`edge_mlla.stream`). Registered by :func:`add_commands`."""
+in :mod:`edge_mlla.stream`). Registered by :func:`add_commands`.
+
+Each command imports what it runs inside its handler, so that `--help` and every other command start without loading
+torch, OpenVINO, NNCF or Ray."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import signal
 import sys
 import threading
 from typing import Any
+
+from edge_mlla.cliargs import add_detector_args, detector_kwargs
 
 TOKEN_ENV = "EDGE_MLLA_TOKEN"
 
@@ -27,9 +32,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-rate", type=float, default=0.5, help="detections a second per source at least (default 0.5)")
     p.add_argument("--track", action="store_true", help="ByteTrack ids (supervision: pip install 'edge-mlla[track]')")
     p.add_argument("--line", default=None, help="count crossings of the line x1,y1,x2,y2 on every source (implies --track)")
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--precision", default=None, help="f32, bf16, f16 (default: the device's native)")
-    p.add_argument("--conf", type=float, default=0.25)
+    add_detector_args(p)
     p.add_argument("--loop", action="store_true", help="restart files and folders at their end")
     p.add_argument("--realtime", action="store_true", help="play files at their frame rate (as cameras)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
@@ -49,7 +52,7 @@ def _cmd_watch(a: argparse.Namespace) -> int:
     token = a.token or os.environ.get(TOKEN_ENV) or None
     lines = [LineCounter.parse(a.line) for _ in a.sources] if a.line else None
     watch = Watch(a.sources, lines)
-    with Detector(a.model, backend=a.backend, precision=a.precision, conf=a.conf) as det:
+    with Detector(a.model, **detector_kwargs(a)) as det:
         run = StreamRunner(det, a.sources, realtime=a.realtime, loop=a.loop, on_status=watch.status,
                            track=a.track or bool(a.line), motion=False if a.no_motion else Motion(regions=a.regions),
                            schedule=None if a.no_motion else Schedule(min_rate=a.min_rate))  # fmt: skip
