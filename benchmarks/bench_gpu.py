@@ -88,6 +88,28 @@ def run_cell(label: dict, det, det8, img, imgsz: int, runs: int, warmup: int) ->
     return row
 
 
+def markdown(rows: list[dict], info: dict, runs: int, warmup: int) -> str:
+    lines = [
+        "# The bundled model on a GPU",
+        "",
+        f"GPU: {info['gpu']}; CPU: {info['cpu']} ({info['cores']['os_cpu_count']} cores; ISA flags: "
+        f"{', '.join(f for f, on in info['isa'].items() if on) or 'none of ' + ', '.join(info['isa'])});",
+        f"onnxruntime {info['onnxruntime']};",
+        f"torch {info['torch']}; TensorRT: {info['tensorrt']}. Median of {runs} calls after {warmup} warm-up.",
+        "",
+        "| backend | precision | imgsz | model ms (p90) | Detector ms | batch-8 img/s | stream FPS |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['backend']} | {r['precision']} | {r['imgsz']} | {r['error']} | | | |")
+            continue
+        b8 = f"{r['batch8_img_s']:.0f}" if "batch8_img_s" in r else "-"
+        lines.append(f"| {r['backend']} | {r['precision']} | {r['imgsz']} | {r['latency_ms']:.2f} ({r['p90_ms']:.2f}) | "
+                     f"{r['detector_ms']:.2f} | {b8} | {r['stream_fps']:.1f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_gpu")
@@ -146,25 +168,7 @@ def main() -> int:
             rows.append({"backend": "cuda (TensorRT EP)", "precision": "f32/f16/int8", "imgsz": imgsz,
                          "error": f"skipped: {tensorrt_missing()}"})  # fmt: skip
 
-    lines = [
-        "# The bundled model on a GPU",
-        "",
-        f"GPU: {info['gpu']}; CPU: {info['cpu']} ({info['cores']['os_cpu_count']} cores; ISA flags: "
-        f"{', '.join(f for f, on in info['isa'].items() if on) or 'none of ' + ', '.join(info['isa'])});",
-        f"onnxruntime {info['onnxruntime']};",
-        f"torch {info['torch']}; TensorRT: {info['tensorrt']}. Median of {args.runs} calls after {args.warmup} warm-up.",
-        "",
-        "| backend | precision | imgsz | model ms (p90) | Detector ms | batch-8 img/s | stream FPS |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['backend']} | {r['precision']} | {r['imgsz']} | {r['error']} | | | |")
-            continue
-        b8 = f"{r['batch8_img_s']:.0f}" if "batch8_img_s" in r else "-"
-        lines.append(f"| {r['backend']} | {r['precision']} | {r['imgsz']} | {r['latency_ms']:.2f} ({r['p90_ms']:.2f}) | "
-                     f"{r['detector_ms']:.2f} | {b8} | {r['stream_fps']:.1f} |")  # fmt: skip
-    text = "\n".join(lines) + "\n"
+    text = markdown(rows, info, args.runs, args.warmup)
     (args.out / "bench_gpu.md").write_text(text)
     (args.out / "bench_gpu.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1, default=str))
     print(text)

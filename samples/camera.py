@@ -219,94 +219,29 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    if args.show and (why := gui_problem()):
+    if why := _bad_args(args):
         print(f"error: {why}", file=sys.stderr)
         return 2
-    if args.max_frames is not None and args.max_frames < 1 or (args.inflight is not None and args.inflight < 1) or args.retries < 0:
-        print("error: --max-frames and --inflight must be >= 1, --retries >= 0", file=sys.stderr)
-        return 2
-    lines: list[LineCounter | None] = [None] * len(args.source)
-    opts: dict[str, Any] = {"hint": args.hint} if args.hint else {}
-
-    watch = Watch(args.source, lines)
-
-    def on_status(st: SourceStatus) -> None:
-        watch.status(st)
-        if st.state not in ("connecting",) or st.attempts:
-            print(f"[{time.strftime('%H:%M:%S')}] {st}", file=sys.stderr, flush=True)
-
+    watch = Watch(args.source, [None] * len(args.source))
     try:
-        det = Detector(args.model, backend=args.backend, device=args.device, precision=args.precision, conf=args.conf, **opts)
-        if args.line:
-            lines = [LineCounter.parse(args.line) for _ in args.source]
-        run = StreamRunner(
-            det, args.source, realtime=args.realtime, max_inflight=args.inflight, max_frames=args.max_frames,
-            reconnect=Reconnect(max_tries=args.retries or None), on_status=on_status,
-            track=args.track or bool(args.line), loop=args.loop, motion=args.motion,
-        )  # fmt: skip
-        watch.lines = lines
-        view = LiveView([i.name for i in run.sources], port=args.web).start() if args.web is not None else None
+        det, run, view = _open(args, watch)
     except (EdgeMLLAError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(det)
-    if view is not None:
-        watch.view = view
-        print(f"live view: {view.url}", flush=True)
-    for info in run.sources:
-        kind = "live" if info.live else "file"
-        print(f"source {info.index}: {info.name} ({kind}, {info.fps:.0f} fps{', drops stale frames' if info.drop_stale else ''})")
-
-    save = args.save if args.save is not None or args.show or view is not None else Path("annotated.mp4")
-    sinks: list[Sink | None] = [None] * len(args.source)
-    if save is not None:
-        for info in run.sources:
-            path = save if len(args.source) == 1 else save.with_name(f"{save.stem}_{info.index}{save.suffix or '.mp4'}")
-            sinks[info.index] = Sink(path, info.fps, info.drop_stale)
-
+    _announce(det, run, view, watch)
+    sinks = _sinks(args, run, view)
     stages: dict[str, list[float]] = {k: [] for k in ("capture", "wait", "preprocess", "infer", "postprocess", "track",
                                                        "draw", "write", "latency")}  # fmt: skip
-    recent = [collections.deque(maxlen=30) for _ in args.source]
     timer = None
     if args.seconds is not None:  # a timer, not a check per frame: a live source may send nothing at all
         timer = threading.Timer(args.seconds, run.stop, kwargs={"timeout": 1.0})
         timer.daemon = True
         timer.start()
-    t_log = time.monotonic() + 5
     code = 0
     shield = Interrupts()
     shield.install()  # docker stop (SIGTERM) -> the same clean exit as Ctrl-C
     try:
-        for r in run:
-            t0 = time.perf_counter()
-            i = r.source
-            line = lines[i]
-            if line is not None:
-                line.update(r.detections)
-            if view is not None:
-                view.publish(r, run.status[i], watch.info(run, r))
-            recent[i].append(time.monotonic())
-            fps = (len(recent[i]) - 1) / max(recent[i][-1] - recent[i][0], 1e-9) if len(recent[i]) > 1 else 0.0
-            img = annotate(r, fps, run.status[i], line)
-            t1 = time.perf_counter()
-            if sinks[i] is not None:
-                with shield:
-                    sinks[i].write(img, r.timestamp)
-            if args.show:
-                cv2.imshow(f"camera.py: source {i}", img)
-                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                    run.stop()
-            t2 = time.perf_counter()
-            for k, v in r.timing.as_ms().items():
-                if k in stages:
-                    stages[k].append(v / 1000 if k != "latency" else (v / 1000 + t2 - t0))
-            stages["draw"].append(t1 - t0)
-            stages["write"].append(t2 - t1)
-            if time.monotonic() > t_log:
-                s = run.stats
-                print(f"{s.processed} frames, {s.fps:.1f} FPS, latency {s.stages_ms.get('latency', 0):.0f} ms",
-                      file=sys.stderr, flush=True)  # fmt: skip
-                t_log = time.monotonic() + 5
+        _process(args, run, watch, view, sinks, shield, stages)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping", file=sys.stderr)
     except (EdgeMLLAError, OSError) as e:
@@ -316,22 +251,115 @@ def main(argv: list[str] | None = None) -> int:
         shield.restore()
         if timer is not None:
             timer.cancel()
-        run.stop(timeout=1.0)  # a reader stuck in a live source's read() is left behind (a daemon), not waited for
-        for sink in sinks:
-            if sink is not None:
-                try:
-                    sink.close()
-                except OutputNotWritableError as e:
-                    print(f"error: {e}", file=sys.stderr)
-                    code = 1
-        det.close()
+        code = _close(args, run, det, view, sinks) or code
+    print(summary(run, stages, watch.lines, sinks))
+    return 1 if any(st.state == "gave_up" for st in run.status) else code
+
+
+def _bad_args(args: argparse.Namespace) -> str | None:
+    if args.show and (why := gui_problem()):
+        return why
+    if args.max_frames is not None and args.max_frames < 1 or (args.inflight is not None and args.inflight < 1) or args.retries < 0:
+        return "--max-frames and --inflight must be >= 1, --retries >= 0"
+    return None
+
+
+def _open(args: argparse.Namespace, watch: Watch) -> tuple[Detector, StreamRunner, LiveView | None]:
+    """The detector, the runner over every source (status lines to stderr), and the live view with --web."""
+
+    def on_status(st: SourceStatus) -> None:
+        watch.status(st)
+        if st.state not in ("connecting",) or st.attempts:
+            print(f"[{time.strftime('%H:%M:%S')}] {st}", file=sys.stderr, flush=True)
+
+    opts: dict[str, Any] = {"hint": args.hint} if args.hint else {}
+    det = Detector(args.model, backend=args.backend, device=args.device, precision=args.precision, conf=args.conf, **opts)
+    if args.line:
+        watch.lines = [LineCounter.parse(args.line) for _ in args.source]
+    run = StreamRunner(
+        det, args.source, realtime=args.realtime, max_inflight=args.inflight, max_frames=args.max_frames,
+        reconnect=Reconnect(max_tries=args.retries or None), on_status=on_status,
+        track=args.track or bool(args.line), loop=args.loop, motion=args.motion,
+    )  # fmt: skip
+    view = LiveView([i.name for i in run.sources], port=args.web).start() if args.web is not None else None
+    return det, run, view
+
+
+def _announce(det: Detector, run: StreamRunner, view: LiveView | None, watch: Watch) -> None:
+    print(det)
+    if view is not None:
+        watch.view = view
+        print(f"live view: {view.url}", flush=True)
+    for info in run.sources:
+        kind = "live" if info.live else "file"
+        print(f"source {info.index}: {info.name} ({kind}, {info.fps:.0f} fps{', drops stale frames' if info.drop_stale else ''})")
+
+
+def _sinks(args: argparse.Namespace, run: StreamRunner, view: LiveView | None) -> list[Sink | None]:
+    """One annotated video per source (``--save``; by default annotated.mp4 unless the frames are shown)."""
+    save = args.save if args.save is not None or args.show or view is not None else Path("annotated.mp4")
+    sinks: list[Sink | None] = [None] * len(args.source)
+    if save is not None:
+        for info in run.sources:
+            path = save if len(args.source) == 1 else save.with_name(f"{save.stem}_{info.index}{save.suffix or '.mp4'}")
+            sinks[info.index] = Sink(path, info.fps, info.drop_stale)
+    return sinks
+
+
+def _process(args: argparse.Namespace, run: StreamRunner, watch: Watch, view: LiveView | None,
+             sinks: list[Sink | None], shield: Interrupts, stages: dict[str, list[float]]) -> None:  # fmt: skip
+    """Every result: count, publish, draw, write or show; stage times into ``stages``; a progress line every 5 s."""
+    recent = [collections.deque(maxlen=30) for _ in args.source]
+    t_log = time.monotonic() + 5
+    for r in run:
+        t0 = time.perf_counter()
+        i = r.source
+        line = watch.lines[i]
+        if line is not None:
+            line.update(r.detections)
         if view is not None:
-            view.stop()
+            view.publish(r, run.status[i], watch.info(run, r))
+        recent[i].append(time.monotonic())
+        fps = (len(recent[i]) - 1) / max(recent[i][-1] - recent[i][0], 1e-9) if len(recent[i]) > 1 else 0.0
+        img = annotate(r, fps, run.status[i], line)
+        t1 = time.perf_counter()
+        if sinks[i] is not None:
+            with shield:
+                sinks[i].write(img, r.timestamp)
         if args.show:
-            cv2.destroyAllWindows()
-    print(summary(run, stages, lines, sinks))
-    if any(st.state == "gave_up" for st in run.status):
-        code = 1
+            cv2.imshow(f"camera.py: source {i}", img)
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                run.stop()
+        t2 = time.perf_counter()
+        for k, v in r.timing.as_ms().items():
+            if k in stages:
+                stages[k].append(v / 1000 if k != "latency" else (v / 1000 + t2 - t0))
+        stages["draw"].append(t1 - t0)
+        stages["write"].append(t2 - t1)
+        if time.monotonic() > t_log:
+            s = run.stats
+            print(f"{s.processed} frames, {s.fps:.1f} FPS, latency {s.stages_ms.get('latency', 0):.0f} ms",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            t_log = time.monotonic() + 5
+
+
+def _close(args: argparse.Namespace, run: StreamRunner, det: Detector, view: LiveView | None,
+           sinks: list[Sink | None]) -> int:  # fmt: skip
+    """Stop and close everything; 1 when a video could not be finished."""
+    code = 0
+    run.stop(timeout=1.0)  # a reader stuck in a live source's read() is left behind (a daemon), not waited for
+    for sink in sinks:
+        if sink is not None:
+            try:
+                sink.close()
+            except OutputNotWritableError as e:
+                print(f"error: {e}", file=sys.stderr)
+                code = 1
+    det.close()
+    if view is not None:
+        view.stop()
+    if args.show:
+        cv2.destroyAllWindows()
     return code
 
 
