@@ -9,6 +9,9 @@ live beside the images with ``images`` replaced by ``labels`` in the path, one `
 ``path`` resolves: absolute; else relative to the yaml's own folder if that exists (so a dataset folder can be moved
 with its yaml); else relative to the current folder (Ultralytics' rule). Training hands Ultralytics a copy of the
 yaml with the root we resolved, so both agree.
+
+Imports inside functions: yaml is optional or slow to import; our module ops pulls in more than importing this
+module needs, so they load when the function that uses them runs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Train YOLO11-MLLA (or any Ultralytics yaml/checkpoint) with Ultralytics, offline, on bundled data."""
+"""Train YOLO11-MLLA (or any Ultralytics yaml/checkpoint) with Ultralytics, offline, on bundled data.
+
+Imports inside functions: ultralytics, yaml are optional or slow to import; our modules errors, nn pull in more than
+importing this module needs, so they load when the function that uses them runs.
+"""
 
 from __future__ import annotations
 

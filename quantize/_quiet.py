@@ -1,4 +1,7 @@
-"""Keep NNCF's and ONNX Runtime's quantizer chatter (and NNCF's progress bars) quiet unless we debug."""
+"""Keep NNCF's and ONNX Runtime's quantizer chatter (and NNCF's progress bars) quiet unless we debug.
+
+Imports inside functions: nncf is optional or slow to import, so it loads when the function that uses it runs.
+"""
 
 from __future__ import annotations
 

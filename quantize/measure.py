@@ -2,7 +2,11 @@
 choice and its report. Float ops run in the device's native precision unless ``precision`` says otherwise.
 
 The timing loops themselves are :mod:`edge_mlla.bench.measure`'s (one measuring module for bench, quantize and
-serve); this module opens the backends the quantizer compares and keeps them compiled across rounds."""
+serve); this module opens the backends the quantizer compares and keeps them compiled across rounds.
+
+Imports inside functions: our module runtimes pulls in more than importing this module needs, so it loads when the
+function that uses them runs.
+"""
 
 from __future__ import annotations
 

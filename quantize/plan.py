@@ -2,6 +2,9 @@
 
 A :class:`QuantizePlan` holds the inspected source model, the input size, the output path, the calibration set,
 the validation data and the list of :class:`Candidate` variants (preset x ignored scope) to quantize and measure.
+
+Imports inside functions: our modules data, ops pull in more than importing this module needs, so they load when the
+function that uses them runs.
 """
 
 from __future__ import annotations

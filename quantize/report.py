@@ -8,6 +8,9 @@ Example:
     0.01
     >>> print(r.table().splitlines()[0])
     | model | precision | mAP50-95 | mAP50 | latency ms | FPS | size MB |
+
+Imports inside functions: matplotlib is optional or slow to import, so it loads when the function that uses it
+runs.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ Example:
     ...                   Measured(None, Path("b"), {}, ModelStats(fps=80.0), drop=0.004)], allowed=0.005)
     >>> str(best.path), why
     ('b', 'fastest of 1 candidate(s) within the budget (1 over it)')
+
+Imports inside functions: openvino is optional or slow to import; our modules eval, modelfile,
+quantize.onnxruntime_int8, quantize.openvino_int8 ... pull in more than importing this module needs, so they load
+when the function that uses them runs.
 """
 
 from __future__ import annotations

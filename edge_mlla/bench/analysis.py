@@ -4,6 +4,9 @@ MLLA vs stock), the resolution-scaling exponent, and plain verdicts (does INT8 p
 Example:
     >>> round(fit_exponent([320**2, 640**2, 1280**2], [10.0, 40.0, 160.0]), 3)
     1.0
+
+Imports inside functions: our module runtimes.openvino pulls in more than importing this module needs, so it loads
+when the function that uses them runs.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ Example:
     ([(320, 320), (384, 640)], [(640, 640)])
     >>> MeasureOptions.build(None, runs=5).runs
     5
+
+Imports inside functions: tqdm is optional or slow to import; our modules modelfile, ops, runtimes pull in more than
+importing this module needs, so they load when the function that uses them runs.
 """
 
 from __future__ import annotations

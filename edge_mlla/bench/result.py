@@ -5,6 +5,9 @@ Example:
     >>> c = Cell("ours", "detector", "openvino", "f32", (640, 640), latency_ms={"infer": {"median": 9.5, "p90": 10.0}})
     >>> c.ok, c.infer_ms()
     (True, 9.5)
+
+Imports inside functions: our modules _io, bench.charts, bench.report pull in more than importing this module needs,
+so they load when the function that uses them runs.
 """
 
 from __future__ import annotations

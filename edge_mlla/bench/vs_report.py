@@ -8,6 +8,9 @@ Example:
     ...                      clip=Path("clip.mp4"), options=None, machine={"cpu": "X"})
     >>> res.best("ours").latency_ms, res.goals["latency"]["ratio"], res.goals["latency"]["met"]
     (7.5, 0.75, True)
+
+Imports inside functions: matplotlib is optional or slow to import; our modules _env, _io, bench.machine pull in
+more than importing this module needs, so they load when the function that uses them runs.
 """
 
 from __future__ import annotations

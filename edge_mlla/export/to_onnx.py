@@ -1,4 +1,8 @@
-"""torch -> ONNX (TorchScript exporter, onnxslim, metadata, checker) and fp16 conversion of the graph."""
+"""torch -> ONNX (TorchScript exporter, onnxslim, metadata, checker) and fp16 conversion of the graph.
+
+Imports inside functions: onnx, onnxruntime, onnxslim, torch are optional or slow to import; our module export.clean
+pulls in more than importing this module needs, so they load when the function that uses them runs.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""ONNX -> OpenVINO IR, with metadata in rt_info and ``metadata.yaml``, and the MLLA ``z`` nodes kept float32."""
+"""ONNX -> OpenVINO IR, with metadata in rt_info and ``metadata.yaml``, and the MLLA ``z`` nodes kept float32.
+
+Imports inside functions: openvino is optional or slow to import, so it loads when the function that uses it runs.
+"""
 
 from __future__ import annotations
 

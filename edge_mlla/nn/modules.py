@@ -12,6 +12,9 @@ Two forms of one block:
   scaling folded in, no layout transposes, constant reshapes, ``z`` computed in float32.
 
 :class:`C2MLLA` is a drop-in for Ultralytics' ``C2PSA``.
+
+Imports inside functions: ultralytics is optional or slow to import, so it loads when the function that uses it
+runs.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """Building the Serve application: :func:`build_app` validates a :class:`~edge_mlla.serve.ServeConfig`, loads
-the model once here, and binds :class:`~edge_mlla.serve.DetectorDeployment` with the replica options."""
+the model once here, and binds :class:`~edge_mlla.serve.DetectorDeployment` with the replica options.
+
+Imports inside functions: ray is optional or slow to import; our module serve.deployment pulls in more than
+importing this module needs, so they load when the function that uses them runs.
+"""
 
 from __future__ import annotations
 

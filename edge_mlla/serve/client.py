@@ -2,6 +2,9 @@
 :class:`RemoteDetector` (Ray Serve's handle: arrays through Ray's object store). Both retry what a lost replica
 costs (HTTP 500/502/503/504, a dropped connection, Ray's actor errors) a bounded number of times, with capped
 exponential back-off whose ``sleep`` is injected (tests pass a fake one).
+
+Imports inside functions: cv2 is optional or slow to import; our modules serve.app, serve.raystart pull in more than
+importing this module needs, so they load when the function that uses them runs.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ Example:
     >>> cfg = ServeConfig("best.onnx", replicas=2, max_batch=4)
     >>> cfg.replicas, cfg.max_batch, cfg.precision is None
     (2, 4, True)
+
+Imports inside functions: our modules detector, errors, runtimes pull in more than importing this module needs, so
+they load when the function that uses them runs.
 """
 
 from __future__ import annotations

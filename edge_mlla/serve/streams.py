@@ -6,6 +6,9 @@ Files are read frame by frame (every frame, back-pressured by the server); camer
 frame (stale ones are dropped and counted) and reconnect as the runner does. A frame the server fails after the
 client's retries is counted as failed (in the report, not in a log line per frame) and the run goes on; when nothing
 has answered for ``give_up_s`` seconds the run gives up with one warning (``StreamsReport.gave_up`` says why).
+
+Imports inside functions: our module stream pulls in more than importing this module needs, so it loads when the
+function that uses them runs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""``edge-mlla study``: parsing and printing only; the work is in :mod:`edge_mlla.study`."""
+"""``edge-mlla study``: parsing and printing only; the work is in :mod:`edge_mlla.study`.
+
+Each command imports what it runs inside its handler, so that `--help` and every other command start without loading
+torch, OpenVINO, NNCF or Ray."""
 
 from __future__ import annotations
 

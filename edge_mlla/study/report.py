@@ -7,6 +7,9 @@
 Example:
     >>> rep = report("benchmarks/results/study/bccd")  # doctest: +SKIP
     >>> print(rep.summary())  # doctest: +SKIP
+
+Imports inside functions: matplotlib is optional or slow to import; our module errors pulls in more than importing
+this module needs, so they load when the function that uses them runs.
 """
 
 from __future__ import annotations

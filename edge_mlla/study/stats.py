@@ -15,6 +15,8 @@ Example:
     >>> w = welch([0.50, 0.52, 0.54], [0.53, 0.55, 0.57])
     >>> round(w.diff, 3), round(w.df, 1)
     (0.03, 4.0)
+
+Imports inside functions: a standard-library helper that one function alone needs loads when that function runs.
 """
 
 from __future__ import annotations

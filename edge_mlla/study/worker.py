@@ -5,6 +5,10 @@ return the run's record.
 :mod:`edge_mlla.study.runner` starts one process per run (a fresh Ultralytics state; a crash costs one run):
 
     python -m edge_mlla.study.worker SPEC.json RESULT.json
+
+Imports inside functions: torch, ultralytics, yaml are optional or slow to import; our modules edge_mlla,
+bench.machine, data, nn ... pull in more than importing this module needs, so they load when the function that uses
+them runs.
 """
 
 from __future__ import annotations
