@@ -10,6 +10,9 @@ Example:
     >>> a = p.parse_args(["--conf", "0.5", "--imgsz", "384x640", "--precision", "f32"])
     >>> detector_kwargs(a)["conf"], detector_kwargs(a)["imgsz"], detector_kwargs(a)["precision"]
     (0.5, (384, 640), 'f32')
+
+Imports inside functions: Detector and the image helpers load when a parser is built or an argument is read, so
+that importing this module (as every command package does) stays light.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import logging
 import sys
 from typing import Any
 
-from edge_mlla.modelfile import PRECISIONS
+from edge_mlla.errors import ConfigError
+from edge_mlla.modelfile import PRECISIONS, normalize_precision
 
 #: what every model-running command offers, in this order
 DETECTOR_ARGS = ("backend", "device", "precision", "conf", "iou", "max_det", "classes", "imgsz", "threads")
@@ -39,7 +43,6 @@ class ImgszAction(argparse.Action):
     (:func:`edge_mlla.ops.parse_imgsz`) for every command and the library."""
 
     def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
-        from edge_mlla.errors import ConfigError
         from edge_mlla.ops import parse_imgsz
 
         text = " ".join(values) if isinstance(values, list) else str(values)
@@ -59,6 +62,14 @@ def _classes(text: str) -> list[int]:
         return [int(v) for v in text.replace(",", " ").split()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"classes are class ids separated by commas (0,2), got {text!r}") from None
+
+
+def _precision(text: str) -> str:
+    """One of :data:`~edge_mlla.modelfile.PRECISIONS`; the older spellings the library accepts (fp32, FP16) too."""
+    try:
+        return normalize_precision(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_detector_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -82,7 +93,8 @@ def add_detector_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) ->
         if name == "imgsz":
             add_imgsz(p, None, "input size for dynamic-size models: N, HxW, H,W or 'H W' (default: the model's)")
         elif name == "precision":
-            p.add_argument(flag, default=None, choices=PRECISIONS, help=help_[name])
+            choices = "{" + ",".join(PRECISIONS) + "}"
+            p.add_argument(flag, type=_precision, default=None, metavar=choices, help=help_[name])
         elif name in ("conf", "iou"):
             p.add_argument(flag, type=float, default=d[name], help=help_[name])
         elif name in ("max_det", "threads"):

@@ -48,6 +48,32 @@ def test_bad_arguments_are_rejected_by_the_parser(argv, needle, capsys):
     assert needle in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv", [["predict", "m.xml", "a.jpg"], ["eval", "m.xml"], ["serve", "m.xml"], ["watch", "--model", "m.xml", "0"]]
+)
+def test_model_commands_share_the_detector_options(argv):
+    """Every model-running command declares the Detector options once (edge_mlla.cliargs), with Detector's own
+    defaults, and accepts the precision spellings the library does."""
+    import inspect
+
+    from edge_mlla import Detector
+
+    sig = inspect.signature(Detector.__init__).parameters
+    a = build_parser().parse_args(argv)
+    for name in ("backend", "device", "precision", "conf", "iou", "max_det", "imgsz"):
+        if hasattr(a, name):
+            assert getattr(a, name) == sig[name].default, (argv[0], name)
+    assert a.backend == "auto" and a.precision is None  # every one of them has at least these
+    assert build_parser().parse_args([*argv, "--precision", "FP32"]).precision == "f32"
+
+
+def test_an_unknown_precision_is_one_parser_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "m.xml", "a.jpg", "--precision", "f8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1].startswith("edge-mlla predict: error: argument --precision: unknown precision")
+
+
 def test_cli_logging_follows_the_current_stderr(monkeypatch):
     """main() configures logging once; a caller that swaps sys.stderr and closes the old one (pytest, a notebook)
     gets the next lines on the new stream, not 'Logging error: I/O operation on closed file'."""
