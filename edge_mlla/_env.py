@@ -15,6 +15,8 @@ Ultralytics, OpenVINO's converter or NNCF calls it first. It
   and ``NNCF_CI``), unless ``EDGE_MLLA_ALLOW_TELEMETRY=1``.
 
 User settings win: a variable that is already set to a usable value is left alone.
+
+Imports inside functions: matplotlib (optional, slow to import) only to find its bundled font.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ Training stays one command (``edge-mlla train``); ``--train N`` adds a short run
 
 Usage: ``python -m edge_mlla.demo [--out runs/demo] [--imgsz N] [--train EPOCHS]``
 
-Each command imports what it runs inside its handler, so that `--help` and every other command start without loading
-torch, OpenVINO, NNCF or Ray.
+Imports inside functions: torch, Ultralytics, OpenVINO, NNCF and matplotlib load in the step that uses them, so that
+``--help`` (and a bad argument) answer at once.
 """
 
 from __future__ import annotations

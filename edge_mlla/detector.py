@@ -28,6 +28,9 @@ Example:
     >>> d = det("blood.jpg")                                   # doctest: +SKIP
     >>> d.xyxy.shape, d.class_name[:3]                         # doctest: +SKIP
     ((23, 4), array(['RBC', 'RBC', 'WBC'], dtype='<U3'))
+
+Imports inside functions: the runtime registry loads when a Detector is made, and each backend imports its own
+library (OpenVINO, ONNX Runtime, torch) only when chosen, so ``import edge_mlla`` stays light.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ Example:
     >>> r = evaluate("yolo11n-mlla-bccd.onnx", data="bccd", split="val")  # doctest: +SKIP
     >>> round(r["mAP50-95"], 3), round(r["mAP50"], 3)  # doctest: +SKIP
     (0.61, 0.91)
+
+Imports inside functions: tqdm, the dataset reader and :class:`~edge_mlla.Detector` load when a model is scored, so
+that importing this module stays light.
 """
 
 from __future__ import annotations

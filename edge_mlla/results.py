@@ -14,6 +14,8 @@ Example:
     ['WBC']
     >>> [(det.class_name, round(det.confidence, 1)) for det in d]
     [('WBC', 0.9), ('RBC', 0.4)]
+
+Imports inside functions: OpenCV for drawing and supervision (optional) load only when used.
 """
 
 from __future__ import annotations

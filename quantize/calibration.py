@@ -17,6 +17,9 @@ Example:
     >>> calib = load_calibration("bccd", imgsz=320, subset_size=8)
     >>> len(calib), next(iter(calib)).shape
     (8, (1, 3, 320, 320))
+
+Imports inside functions: OpenCV, tqdm and the dataset readers load only for the source kind that needs them (start-
+up time).
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ Example:
     >>> from edge_mlla.quantize.onnxruntime_int8 import quantize_onnxruntime, cpu_has_vnni
     >>> isinstance(cpu_has_vnni(), bool)
     True
+
+Imports inside functions: onnx, ONNX Runtime's quantizer and OpenVINO (optional, slow to import) load only when this
+path runs.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ metadata with ``precision: int8`` and the quantization details in its ``edge_mll
 Example:
     >>> from edge_mlla.quantize.openvino_int8 import quantize_openvino
     >>> info = quantize_openvino(src, calib, out_xml, policy)  # doctest: +SKIP
+
+Imports inside functions: NNCF and OpenVINO (optional, slow to import) load only when this path runs.
 """
 
 from __future__ import annotations

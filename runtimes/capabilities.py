@@ -18,6 +18,9 @@ Example:
     ('bf16', 'f32')
     >>> simulated_capabilities("amx,gpu")["GPU"]
     ['FP32', 'FP16', 'INT8', 'BIN']
+
+Imports inside functions: OpenVINO is asked only when no capabilities are given (simulated sets need none);
+:mod:`edge_mlla.runtimes.openvino` imports this module, so importing it at the top would be a cycle.
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ Example:
     >>> from edge_mlla.runtimes.cuda import select_providers
     >>> [name for name, _ in select_providers(["CUDAExecutionProvider", "CPUExecutionProvider"], device="cuda:0")]
     ['CUDAExecutionProvider']
+
+Imports inside functions: onnx and pip's TensorRT libraries (optional) load only when used.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ Example:
     >>> from edge_mlla.runtimes.onnxruntime import OnnxRuntimeBackend
     >>> be = OnnxRuntimeBackend("model.onnx", threads=2, graph_optimization="all")  # doctest: +SKIP
     >>> outputs = be.infer(batch)                                                     # doctest: +SKIP
+
+Imports inside functions: ONNX Runtime and onnx load when a backend is made, so that listing backends and
+``import edge_mlla`` stay light.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ Example:
     >>> be = OpenVINOBackend("model.xml", device="CPU", precision="f32", hint="latency")  # doctest: +SKIP
     >>> outputs = be.infer(batch)                                                          # doctest: +SKIP
     >>> future = be.submit(batch); outputs = future.result()                               # doctest: +SKIP
+
+Imports inside functions: OpenVINO loads when a backend is made, so that listing backends and ``import edge_mlla``
+stay light.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Example:
     >>> from edge_mlla.bench import BenchResult
     >>> plot(BenchResult.load("runs/bench/bench.json"), Path("runs/bench"))  # doctest: +SKIP
     [PosixPath('runs/bench/latency_stages.png'), PosixPath('runs/bench/scaling.png')]
+
+Imports inside functions: matplotlib (optional, slow to import) and our helpers load when a chart is drawn.
 """
 
 from __future__ import annotations

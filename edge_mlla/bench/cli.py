@@ -7,6 +7,9 @@ Example:
     >>> add_commands(sub)
     >>> "bench" in sub.choices
     True
+
+Imports inside functions: the bench itself (torch, Ultralytics, OpenVINO behind it) loads when the command runs, so
+that ``edge-mlla --help`` and the other commands start fast.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ Example:
     >>> m = describe_machine()
     >>> sorted(m["isa"]) == sorted(ISA_FLAGS) and m["cores"]["os_cpu_count"] >= 1
     True
+
+Imports inside functions: OpenVINO and OpenCV are optional here (a missing one leaves its field empty), so they load
+only when the machine is described.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ Example:
     >>> from edge_mlla.bench.peak import measure_peak
     >>> measure_peak("openvino", "f32")["gflops_per_s"]  # doctest: +SKIP
     61.2
+
+Imports inside functions: onnx and the runtimes load only when a peak is measured; :mod:`edge_mlla.bench.measure` is
+imported there too, to avoid an import cycle.
 """
 
 from __future__ import annotations

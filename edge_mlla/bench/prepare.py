@@ -9,6 +9,9 @@ Example:
     >>> from edge_mlla.bench.prepare import count_gflops
     >>> count_gflops("edge_mlla/weights/yolo11n-mlla-bccd.pt", [(640, 640)])  # doctest: +SKIP
     {'640': 6.401}
+
+Imports inside functions: torch, Ultralytics, NNCF and our export and quantize sides load only in the step that
+needs them (start-up time; ``edge_mlla.quantize`` at import would be a cycle).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ scaling and verdicts, save the report.
 Example:
     >>> from edge_mlla.bench import run_bench
     >>> res = run_bench("best.onnx", backends="onnxruntime", precisions="f32", runs=20, baseline=None)  # doctest: +SKIP
+
+Imports inside functions: torch, Ultralytics and our heavier modules load only in the step that needs them, so that
+importing the bench stays light.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@ files, the cells of one backend and size interleaved round robin, then async thr
 
 Example:
     >>> from edge_mlla.bench.runners import measure_cells  # used by run_bench  # doctest: +SKIP
+
+Imports inside functions: Ultralytics, OpenCV, the runtimes and the model side load only when a cell runs, so that
+importing the bench stays light.
 """
 
 from __future__ import annotations

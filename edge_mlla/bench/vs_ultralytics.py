@@ -19,6 +19,9 @@ Example:
     >>> from edge_mlla.bench.vs_ultralytics import compare
     >>> res = compare("best.pt", data="bccd", output="runs/vs_ultralytics")  # doctest: +SKIP
     >>> print(res.table())                                                   # doctest: +SKIP
+
+Imports inside functions: the export, quantize, training and stream sides (torch, Ultralytics, NNCF) load only in
+the step that uses them (start-up time).
 """
 
 from __future__ import annotations

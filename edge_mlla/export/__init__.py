@@ -17,6 +17,9 @@ Example:
     >>> onnx_path = export("best.pt", format="onnx", imgsz=640)  # doctest: +SKIP
     >>> op_audit(onnx_path).mlla_violations()  # doctest: +SKIP
     []
+
+Imports inside functions: torch, Ultralytics and the model side load when :func:`export` runs (start-up time of
+``import edge_mlla.export`` and of the CLI).
 """
 
 from __future__ import annotations

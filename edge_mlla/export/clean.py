@@ -20,6 +20,8 @@ Example:
     >>> m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     >>> slices_to_split(m), [n.op_type for n in m.graph.node]
     (1, ['Split'])
+
+Imports inside functions: onnx (slow to import) loads when a graph is cleaned.
 """
 
 from __future__ import annotations

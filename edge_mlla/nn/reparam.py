@@ -12,6 +12,8 @@ Example:
     >>> yolo = YOLO("yolo11n-mlla.yaml")  # doctest: +SKIP
     >>> deploy = reparameterize(yolo.model)  # a copy; yolo.model is untouched  # doctest: +SKIP
     >>> sizes = bind(deploy, 640)  # {'model.10.m.0': (20, 20), ...}  # doctest: +SKIP
+
+Imports inside functions: Ultralytics and our modules load when a model is converted (start-up time).
 """
 
 from __future__ import annotations

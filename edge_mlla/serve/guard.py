@@ -26,6 +26,9 @@ Example:
     >>> limits = GuardLimits(max_bytes=1024, body_timeout_s=5.0, max_uploads=8)
     >>> GuardLimits.from_env({"EDGE_MLLA_SERVE_GUARD": limits.to_env()}) == limits
     True
+
+Imports inside functions: Starlette (shipped with Ray Serve) loads only when the guard is installed, so that
+importing :mod:`edge_mlla.serve` loads no web stack.
 """
 
 from __future__ import annotations

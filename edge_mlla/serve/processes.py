@@ -9,6 +9,9 @@ the start-up is over (a killed raylet's agents are orphaned, so they must be see
 ``ray.shutdown()`` itself gives its processes 1 s after SIGTERM before SIGKILL).
 Only processes that appeared below this process after :meth:`start` are touched, each by its pid and start
 time (psutil checks both, so a reused pid is never hit).
+
+Imports inside functions: psutil loads only when processes are watched (it may come from Ray's own copy, importable
+only after Ray).
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ default on macOS and Windows: https://github.com/ray-project/ray/issues/30770,
 https://github.com/ray-project/ray/pull/32409) keeps the node IP on loopback, and this Ray binds its servers
 to the node IP (https://github.com/ray-project/ray/pull/59852); the dashboard is off. The variable is set for
 the processes ``ray.init`` starts, and Ray's already-imported copy of it for the call.
+
+Imports inside functions: Ray loads only when it is started (start-up time of the CLI and of
+``import edge_mlla.serve``).
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ Example:
     >>> from edge_mlla.serve.repository import export_repo
     >>> export_repo("best.onnx", format="triton", output="model_repository", max_batch=8, instances=2)  # doctest: +SKIP
     PosixPath('model_repository/best')
+
+Imports inside functions: OpenVINO and the runtimes load only when a repository is written (start-up time of
+``edge-mlla export-repo --help`` and of ``import edge_mlla.serve``).
 """
 
 from __future__ import annotations

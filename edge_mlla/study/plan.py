@@ -13,6 +13,8 @@ layout; the folders ``benchmarks/train_study.py`` wrote are picked up as they ar
 Example:
     >>> parse_seeds("0-2,5")
     [0, 1, 2, 5]
+
+Imports inside functions: yaml and the dataset reader load only when a dataset is resolved.
 """
 
 from __future__ import annotations
