@@ -1,4 +1,4 @@
-"""The controlled training study behind the README's model table (issue 12).
+"""The controlled training study of issue 12 (superseded by `edge-mlla study`; results: docs/accuracy.md).
 
 One recipe for every model: from scratch on bundled BCCD train, imgsz 416, batch 16, 50 epochs,
 amp off, deterministic, Ultralytics defaults otherwise. ``best.pt`` is scored with Ultralytics'

@@ -120,5 +120,9 @@ if __name__ == "__main__":  # `python -m edge_mlla.runtimes.capabilities --other
 
     if sys.argv[1:] == ["--other"]:
         print("avx2" if default_precision("CPU") == "bf16" else "avx512_bf16")
+    elif not sys.argv[1:]:  # what the policy picks here, and whether it was simulated
+        source = f"simulated by {CAPS_ENV}={os.environ[CAPS_ENV]}" if is_simulated("CPU") else "probed"
+        print(f"CPU default precision: {default_precision('CPU')} ({source}; {CAPS_ENV} sets: {', '.join(CAPABILITY_SETS)})")
     else:
-        print(f"usage: python -m edge_mlla.runtimes.capabilities --other   ({CAPS_ENV} sets: {', '.join(CAPABILITY_SETS)})")
+        print(f"usage: python -m edge_mlla.runtimes.capabilities [--other]   ({CAPS_ENV} sets: {', '.join(CAPABILITY_SETS)})")
+        sys.exit(2)

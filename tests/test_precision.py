@@ -59,3 +59,25 @@ def test_bf16_boxes_agree_with_f32(ir416, val_images):
         runs.append((bf16(img), f32(img)))
     stats = assert_detections_agree(runs, bf16.precision, CONF)
     assert stats["pairs"] > 100  # BCCD images hold ~15-20 cells each: the comparison is not vacuous
+
+
+def test_capabilities_command_says_what_the_policy_picks():
+    """`python -m edge_mlla.runtimes.capabilities` prints the CPU default precision and whether it was simulated;
+    `--other` names the CPU set this host is not (what `make test`'s second step uses)."""
+    import os
+    import subprocess
+    import sys
+
+    def run(*args: str, caps: str | None) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "EDGE_MLLA_CAPS"}
+        if caps:
+            env["EDGE_MLLA_CAPS"] = caps
+        return subprocess.run([sys.executable, "-m", "edge_mlla.runtimes.capabilities", *args], capture_output=True,
+                              text=True, timeout=120, env=env)  # fmt: skip
+
+    f32, bf16 = run(caps="avx2"), run(caps="avx512_bf16")
+    assert f32.returncode == 0 and f32.stdout.startswith("CPU default precision: f32 (simulated by EDGE_MLLA_CAPS=avx2")
+    assert bf16.stdout.startswith("CPU default precision: bf16 (simulated")
+    assert run("--other", caps="avx2").stdout.strip() == "avx512_bf16"
+    assert run("--other", caps="avx512_bf16").stdout.strip() == "avx2"
+    assert run("--bogus", caps=None).returncode == 2

@@ -109,7 +109,7 @@ def export(
         end2end: for heads with a one-to-one branch (YOLO26): ``True`` exports the NMS-free head, output
             ``(B, max_det, 6)`` = ``x1, y1, x2, y2, score, class`` in input pixels; ``None`` (Ultralytics'
             own export and val default) and ``False`` export the one-to-many head (``(B, 4 + nc, A)``, NMS
-            afterwards), the more accurate of the two on our trained YOLO26n-MLLA (README, "YOLO26"). Heads
+            afterwards), the more accurate of the two on our trained YOLO26n-MLLA (docs/model.md, "YOLO26"). Heads
             without that branch: ``None``/``False`` leave them as they are, ``True`` is a ConfigError.
 
     Raises:
