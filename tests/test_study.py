@@ -247,6 +247,10 @@ def test_legacy_records_import_at_seed_level(tmp_path):
     assert len(quoted) == 3 and all(r["args"]["epochs"] == 50 and r["per_image"] is None for r in quoted)
     assert json.loads((tmp_path / "verdicts.json").read_text())[0]["metric"] == "pooled"
     assert rec_mod.select(read_records(tmp_path))[1][0]["source"] == "issue 12"  # seed 0 of stock twice: one set aside
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    one = report(tmp_path, arms=["yolo11n.yaml", "yolo11n-mlla-p4.yaml"], write=False)  # reading a verdict writes nothing
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert [(v.a, v.b) for v in one.verdicts if v.metric == "pooled"] == [("yolo11n.yaml", "yolo11n-mlla-p4.yaml")]
 
 
 def test_the_process_queue_runs_jobs_side_by_side_and_reports_failures(tmp_path, monkeypatch):

@@ -169,9 +169,10 @@ def build_report(records: Sequence[dict], stats: Mapping[str, ImageStats], arms:
 
 
 def report(out: str | os.PathLike, arms: Sequence[str] | None = None, reps: int = REPS, seed: int = 0,
-           plot: bool = True) -> StudyReport:  # fmt: skip
+           plot: bool = True, write: bool = True) -> StudyReport:  # fmt: skip
     """Rebuild a study's report from ``out/records.jsonl`` and ``out/perimage/`` and write ``report.md``,
-    ``verdicts.json`` and (``plot``) ``study.png`` into ``out``.
+    ``verdicts.json`` and (``plot``) ``study.png`` into ``out``; ``write=False`` only returns it (to read a
+    verdict, or a subset of arms, without replacing the study's own report).
 
     Example:
         >>> print(report("benchmarks/results/study/bccd").summary())  # doctest: +SKIP
@@ -182,7 +183,8 @@ def report(out: str | os.PathLike, arms: Sequence[str] | None = None, reps: int 
     if not records:
         raise MissingFileError(f"no study records in {out} (looked for {Path(out) / RECORDS})")
     rep = build_report(records, load_image_stats(out, records), arms, reps, seed)
-    write_report(out, rep, plot)
+    if write:
+        write_report(out, rep, plot)
     return rep
 
 
