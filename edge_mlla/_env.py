@@ -16,6 +16,9 @@ Ultralytics, OpenVINO's converter or NNCF calls it first. It
 
 User settings win: a variable that is already set to a usable value is left alone.
 
+It also owns ``EDGE_MLLA_TOKEN`` (:data:`TOKEN_ENV`, :func:`env_token`): the bearer token that ``serve``, its
+clients and the ``watch`` page fall back to when none is passed.
+
 Imports inside functions: matplotlib (optional, slow to import) only to find its bundled font.
 """
 
@@ -134,3 +137,12 @@ def setup_offline() -> Path:
         ul.addFilter(_NewSettingsNotice())
     _DONE = ult_dirs[0]
     return ult_dirs[0]
+
+
+#: the environment variable holding the bearer token of ``serve`` and ``watch`` (and their clients)
+TOKEN_ENV = "EDGE_MLLA_TOKEN"
+
+
+def env_token(token: str | None = None) -> str | None:
+    """``token`` when given (non-empty), else ``$EDGE_MLLA_TOKEN``, else None (an empty value counts as none)."""
+    return token or os.environ.get(TOKEN_ENV) or None

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from edge_mlla._env import TOKEN_ENV, env_token
 from edge_mlla.cliargs import add_detector_args
 from edge_mlla.serve.config import (
     APP_NAME,
@@ -23,7 +23,6 @@ from edge_mlla.serve.config import (
     DEFAULT_REQUEST_TIMEOUT_S,
 )
 
-TOKEN_ENV = "EDGE_MLLA_TOKEN"
 
 
 def _serve_options(a: argparse.Namespace) -> dict[str, Any]:
@@ -37,11 +36,11 @@ def _serve_options(a: argparse.Namespace) -> dict[str, Any]:
 def _cmd_serve(a: argparse.Namespace) -> int:
     from edge_mlla.serve import run
 
-    token = a.token or os.environ.get(TOKEN_ENV) or None
+    token = env_token(a.token)
     server = run(a.model, port=a.port, host=a.host, address=a.address, name=a.name, route_prefix=a.route_prefix,
                  blocking=False, handle_sigterm=True, num_cpus=a.num_cpus, ship_model=a.ship_model, token=token,
                  **_serve_options(a))  # fmt: skip
-    auth = ' -H "Authorization: Bearer $EDGE_MLLA_TOKEN"' if token else ""
+    auth = f' -H "Authorization: Bearer ${TOKEN_ENV}"' if token else ""
     print(f"serving on {server.url} ({server.precision or 'native'} precision). Ctrl+C to stop. Try:\n"
           f"  curl -s{auth} -H 'Content-Type: image/jpeg' --data-binary @image.jpg {server.url}\n"
           f"  curl -s {server.url}health", flush=True)  # fmt: skip

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_mlla._env import env_token
 from edge_mlla.errors import ConfigError, InputTypeError, MissingFileError, ServeError, ShapeError
 from edge_mlla.results import Detections
 from edge_mlla.serve.codec import detections_from_json
@@ -102,7 +103,7 @@ class HTTPClient:
         self.host, self.port, self.path = u.hostname, u.port or (443 if u.scheme == "https" else 80), u.path or "/"
         self._cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
         self.timeout_s, self.retry, self._sleep = timeout_s, retry or Retry(), sleep
-        self.token = token if token is not None else os.environ.get("EDGE_MLLA_TOKEN") or None
+        self.token = token if token is not None else env_token()
         self.retries = 0  # retries made so far (all requests)
         self._conn: http.client.HTTPConnection | None = None
 
@@ -264,7 +265,7 @@ class RemoteDetector:
                  encoding: str = "jpeg", workers: int = 8, sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
         self.app, self.url, self.timeout_s = app, url, float(timeout_s)
         self.retry, self._sleep, self.retries = retry or Retry(), sleep, 0
-        token = token if token is not None else os.environ.get("EDGE_MLLA_TOKEN") or None
+        token = token if token is not None else env_token()
         self._t: Any = _HTTP(url, self.timeout_s, token, encoding) if url else _Handle(app, address, self.timeout_s)
         self._workers = max(1, int(workers))
         self._pool: ThreadPoolExecutor | None = None

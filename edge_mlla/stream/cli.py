@@ -7,15 +7,13 @@ torch, OpenVINO, NNCF or Ray."""
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
 from typing import Any
 
+from edge_mlla._env import TOKEN_ENV, env_token
 from edge_mlla.cliargs import add_detector_args, detector_kwargs
-
-TOKEN_ENV = "EDGE_MLLA_TOKEN"
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +47,7 @@ def _cmd_watch(a: argparse.Namespace) -> int:
 
     if a.seconds is not None and not a.seconds > 0:
         raise ConfigError(f"--seconds must be > 0, got {a.seconds}")
-    token = a.token or os.environ.get(TOKEN_ENV) or None
+    token = env_token(a.token)
     lines = [LineCounter.parse(a.line) for _ in a.sources] if a.line else None
     watch = Watch(a.sources, lines)
     with Detector(a.model, **detector_kwargs(a)) as det:
