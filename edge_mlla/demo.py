@@ -52,7 +52,11 @@ def _train_imgsz(pt: Path) -> int:
     return int(size if isinstance(size, int) else size[0])
 
 
-def _latency(det, images, repeats: int = 3) -> float:
+#: latency: the median of LATENCY_REPEATS calls on each of the first LATENCY_IMAGES BCCD val images
+LATENCY_IMAGES, LATENCY_REPEATS = 8, 3
+
+
+def _latency(det, images, repeats: int = LATENCY_REPEATS) -> float:
     for _ in range(3):
         det(images[0])
     times = []
@@ -195,7 +199,7 @@ def _measure(runs: list[tuple[str, Path, str | None]], frames: int, out: Path) -
     from edge_mlla.runtimes import available
 
     avail, clip = available(), bundled_clip()
-    images = [cv2.imread(str(p)) for p in sorted(load_data_yaml("bccd")["val"].glob("*.jpg"))[:8]]
+    images = [cv2.imread(str(p)) for p in sorted(load_data_yaml("bccd")["val"].glob("*.jpg"))[:LATENCY_IMAGES]]
     rows, seen = [], set()
     for backend, path, prec in runs:
         if not avail.get(backend):
@@ -236,7 +240,7 @@ def _write(rows: list[dict], weights: Path, imgsz: int, ov_q: Any, out: Path, fr
                                               indent=2))  # fmt: skip
     png = _plot(rows, out / "demo.png", title)
     print(f"\n{table}\n\nINT8 (OpenVINO): {ov_q.reason}\nrecommendation: {ov_q.recommendation}")
-    print(f"\nlatency: Detector end to end (letterbox + inference + decode/NMS), median of {3 * 8} calls, batch 1;"
+    print(f"\nlatency: Detector end to end (letterbox + inference + decode/NMS), median of {LATENCY_REPEATS * LATENCY_IMAGES} calls, batch 1;"
           f" stream FPS: every frame of the {frames}-frame 640x480 clip through StreamRunner (OpenVINO: throughput hint),"
           " no drawing")  # fmt: skip
     print(f"wrote {out / 'demo.md'}, {out / 'demo.json'}" + (f", {png}" if png else "") + f", {out / 'annotated.mp4'}")
