@@ -7,6 +7,7 @@ import pytest
 
 from edge_mlla.errors import ConfigError, ModelFileError, ShapeError
 from edge_mlla.ops import box_iou, letterbox, nms, postprocess, preprocess, scale_boxes, xywh2xyxy
+from edge_mlla.ops.boxes import MATRIX_NMS
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_box_iou_known_values():
     np.testing.assert_allclose(box_iou(a, b), [[1.0, 50 / 150, 0.0, 0.0]], atol=1e-6)
 
 
-@pytest.mark.parametrize("n", [0, 1, 50, 1300])  # 1300 spans three 512-box blocks
+@pytest.mark.parametrize("n", [0, 1, 50, MATRIX_NMS, MATRIX_NMS + 1, 1300])  # the matrix path up to MATRIX_NMS, rows above
 def test_nms_matches_torchvision(ul, n):
     torch, tv = ul["torch"], ul["tv"]
     rng = np.random.default_rng(n)
@@ -93,12 +94,14 @@ def test_nms_matches_torchvision(ul, n):
             torch.from_numpy(boxes), torch.from_numpy(scores), 0.45).numpy()[:5])
 
 
-def test_nms_long_suppression_chain():
-    # a chain where each box overlaps only its neighbour: greedy keeps every other box
-    x = np.arange(20, dtype=np.float32) * 6
+@pytest.mark.parametrize("n", [20, 400, MATRIX_NMS + 100])
+def test_nms_long_suppression_chain(n):
+    # a chain where each box overlaps only its neighbour: greedy keeps every other box (the matrix path needs one
+    # step per link here, its worst case; the rows path one per kept box)
+    x = np.arange(n, dtype=np.float32) * 6
     boxes = np.stack([x, np.zeros_like(x), x + 10, np.full_like(x, 10)], 1)
-    scores = np.linspace(1, 0.1, 20).astype(np.float32)
-    assert nms(boxes, scores, 0.2).tolist() == list(range(0, 20, 2))
+    scores = np.linspace(1, 0.1, n).astype(np.float32)
+    assert nms(boxes, scores, 0.2).tolist() == list(range(0, n, 2))
 
 
 def _raw_output(rng, batch=2, nc=3, anchors=2100, size=320):

@@ -13,6 +13,7 @@ from edge_mlla.results import Detections
 
 LOGGER = logging.getLogger("edge_mlla")
 MAX_NMS = 30000  # candidates kept for NMS per image, as Ultralytics
+MATRIX_NMS = 512  # up to this many candidates, NMS works on the whole n x n suppression matrix (1 MiB of float32)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray, eps: float | None = None) -> np.ndarray:
@@ -50,9 +51,10 @@ def nms(
 
     Class-aware when ``class_id`` is given (boxes of different classes never suppress each other).
     Exactly the result of ``torchvision.ops.nms`` / ``batched_nms``: a box is dropped when its IoU with
-    a kept, higher-scoring box is ``> iou``. One vectorized step per *kept* box suppresses everything
-    it overlaps among the lower-scoring candidates at once (no step per candidate), so the work is
-    kept x candidates, never the full candidate x candidate matrix; it stops at ``max_det`` kept boxes.
+    a kept, higher-scoring box is ``> iou``. Up to ``MATRIX_NMS`` candidates (a frame's usual ~100) it
+    settles the whole suppression matrix in a few vectorized steps; above, one vectorized step per *kept*
+    box suppresses everything it overlaps among the lower-scoring candidates (work kept x candidates, no
+    n x n matrix) and stops at ``max_det`` kept boxes. Both paths compute IoU with one float32 formula.
 
     Example:
         >>> import numpy as np
@@ -69,21 +71,53 @@ def nms(
     order = np.argsort(-np.asarray(scores), kind="stable")
     b = np.asarray(boxes, np.float32)[order]
     c = None if class_id is None else np.asarray(class_id)[order]
-    x1, y1, x2, y2 = (np.ascontiguousarray(b[:, k]) for k in range(4))
-    area = (x2 - x1) * (y2 - y1)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    keep = _greedy_matrix(b, area, c, iou) if n <= MATRIX_NMS else _greedy_rows(b, area, c, iou, limit)
+    return order[keep[:limit]]
+
+
+def _overlaps(b: np.ndarray, area: np.ndarray, rows: slice | int, cols: slice, iou: float) -> np.ndarray:
+    """``IoU(b[rows], b[cols]) > iou`` in float32, the formula both NMS paths share (so they agree bit for bit)."""
+    x1, y1, x2, y2 = (b[:, k] for k in range(4))
+    r = (lambda v: v[rows, None]) if isinstance(rows, slice) else (lambda v: v[rows])
+    iw = np.minimum(r(x2), x2[cols]) - np.maximum(r(x1), x1[cols])
+    ih = np.minimum(r(y2), y2[cols]) - np.maximum(r(y1), y1[cols])
+    np.maximum(iw, 0, out=iw)
+    np.maximum(ih, 0, out=ih)
+    inter = iw * ih
+    union = r(area) + area[cols] - inter
+    return inter / np.maximum(union, np.finfo(np.float32).tiny) > iou
+
+
+def _greedy_matrix(b: np.ndarray, area: np.ndarray, c: np.ndarray | None, iou: float) -> np.ndarray:
+    """Greedy NMS on score-sorted boxes from the whole suppression matrix (few candidates: a frame's ~100).
+
+    ``s[i, j]``: box ``i`` would suppress the lower-scoring box ``j``. Greedy keeps ``j`` exactly when no *kept*
+    ``i < j`` suppresses it; iterating ``keep = not any(keep[i] and s[i, j])`` from all-kept settles on that unique
+    answer (Cluster-NMS, Zheng et al. 2020), in as many steps as the longest chain of suppressions (2-4 on real
+    frames) instead of one Python step per kept box."""
+    s = np.triu(_overlaps(b, area, slice(None), slice(None), iou), 1)  # i < j only
+    if c is not None:  # class-aware: other classes never suppress (exact, no coordinate offsets)
+        s &= c[:, None] == c[None, :]
+    keep = np.ones(len(b), bool)
+    for _ in range(len(b)):
+        new = ~(keep @ s)  # boolean matmul: j has a kept suppressor
+        if (new == keep).all():
+            break
+        keep = new
+    return np.flatnonzero(keep)
+
+
+def _greedy_rows(b: np.ndarray, area: np.ndarray, c: np.ndarray | None, iou: float, limit: int) -> np.ndarray:
+    """Greedy NMS one kept box at a time (many candidates: no n x n matrix); stops at ``limit`` kept boxes."""
+    n = len(b)
     alive = np.ones(n, bool)
-    tiny = np.finfo(np.float32).tiny
     keep = [0]
     i = 0
     while len(keep) < limit and i + 1 < n:
-        j = i + 1  # only lower-scoring boxes (views, no gathers) can be suppressed by box i
-        iw = np.minimum(x2[i], x2[j:]) - np.maximum(x1[i], x1[j:])
-        ih = np.minimum(y2[i], y2[j:]) - np.maximum(y1[i], y1[j:])
-        np.maximum(iw, 0, out=iw)
-        np.maximum(ih, 0, out=ih)
-        inter = iw * ih
-        ok = inter / np.maximum(area[i] + area[j:] - inter, tiny) <= iou
-        if c is not None:  # class-aware: other classes are never suppressed (exact, no coordinate offsets)
+        j = i + 1  # only lower-scoring boxes can be suppressed by box i
+        ok = ~_overlaps(b, area, i, slice(j, None), iou)
+        if c is not None:
             ok |= c[j:] != c[i]
         alive[j:] &= ok
         nxt = j + int(alive[j:].argmax())
@@ -91,7 +125,7 @@ def nms(
             break
         keep.append(nxt)
         i = nxt
-    return order[np.asarray(keep, np.int64)]
+    return np.asarray(keep, np.int64)
 
 
 def _split_output(output: np.ndarray, nc: int | None) -> tuple[np.ndarray, bool]:
@@ -205,10 +239,11 @@ def postprocess(
             if multi_label:
                 cand, cls = np.nonzero(cls_scores > conf)
                 score = cls_scores[cand, cls]
-            else:
-                best = cls_scores.max(1)
+            else:  # over (nc, anchors) rows: contiguous in YOLO's channels-first output, cache-friendly
+                by_class = pred[:, 4:].T
+                best = by_class.max(0)
                 cand = np.flatnonzero(best > conf)
-                cls = cls_scores[cand].argmax(1)
+                cls = by_class[:, cand].argmax(0)
                 score = best[cand]
             if want is not None:
                 m = np.isin(cls, want)
