@@ -282,8 +282,8 @@ def test_scope_is_structural_and_matches_across_runtimes(fp_onnx, fp_xml):
             assert go[grp] == gv[grp], f"{grp}: ONNX and OpenVINO graphs disagree"
     g = read_graph(fp_onnx)
     types = {grp: sorted({g.nodes[n].type for n in names}) for grp, names in go.items()}
-    assert {"Softmax", "Sigmoid"} <= set(types["head"])
-    assert sum(g.nodes[n].type == "Conv" for n in go["head"]) == 1  # only the fixed DFL conv
+    assert {"Softmax", "ReduceSum", "Sigmoid"} <= set(types["head"])  # DFL as softmax + weighted sum (export.head)
+    assert "Conv" not in types["head"]
     # the convs that write the box and class logits: Ultralytics names them cv2.<level>.2 and cv3.<level>.2
     assert types["head_conv"] == ["Conv"] and len(go["head_conv"]) == 6
     assert all(re.search(r"/cv[23]\.[012]/cv[23]\.[012]\.2/Conv$", n) for n in go["head_conv"]), go["head_conv"]

@@ -9,8 +9,8 @@ from that ONNX graph. The output is the Ultralytics export layout: input ``image
 pixels and sigmoid class scores.
 
 The package: this module orchestrates (load -> re-parameterize -> bind -> metadata -> write atomically);
-:mod:`.to_onnx` traces, simplifies and (for ``half``) converts the graph to fp16; :mod:`.to_openvino` converts to
-IR; :mod:`.audit` (:func:`op_audit`) lists the op types of an exported graph and the nodes inside MLLA blocks.
+:mod:`.head` swaps the head's ``DFL`` for a transpose-free form of the same arithmetic; :mod:`.to_onnx` traces,
+simplifies and (for ``half``) converts the graph to fp16; :mod:`.to_openvino` converts to IR; :mod:`.audit` (:func:`op_audit`) lists the op types of an exported graph and the nodes inside MLLA blocks.
 
 Example:
     >>> from edge_mlla.export import export, op_audit
@@ -201,6 +201,9 @@ def _prepare(model, hw: tuple[int, int], batch: int, dynamic: bool, reparam: boo
             m.xyxy = False  # (B, 4 + nc, A) xywh for NMS heads; end-to-end heads (YOLO26) give (B, max_det, 6) xyxy
             m.agnostic_nms = False
             m.max_det = min(getattr(m, "max_det", 300), sum((hw[0] // int(s)) * (hw[1] // int(s)) for s in model.stride))
+    from edge_mlla.export.head import swap_dfl
+
+    swap_dfl(model)  # the box decoding without DFL's transpose (same numbers; cheaper in OpenVINO)
     for p in model.parameters():
         p.requires_grad_(False)
     return model  # no dry run: bind() ran the model once already and the trace runs it again
