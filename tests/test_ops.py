@@ -41,6 +41,11 @@ def test_letterbox_matches_ultralytics(ul, shape, new_shape):
     ref = ul["LetterBox"](new_shape, auto=False, stride=32)(image=img)
     assert ours.shape == ref.shape
     assert np.array_equal(ours, ref)
+    # the fused-preprocessing batch (letterboxed straight into its slot; RGB input flipped back to BGR): same pixels
+    batch, metas = preprocess([img, img[..., ::-1]], new_shape, layout="nhwc_u8", batch_size=3)
+    assert metas[0] == meta and np.array_equal(batch[0], ref) and (batch[2] == 114).all()
+    rgb, _ = preprocess([img[..., ::-1]], new_shape, layout="nhwc_u8", rgb=True)
+    assert np.array_equal(rgb[0], ref)
     # the boxes of the whole image map back onto the whole image, as Ultralytics' scale_boxes says
     h, w = shape
     top, left = meta.pad[1], meta.pad[0]

@@ -31,6 +31,11 @@ class LetterboxMeta:
     gain: tuple[float, float]
     pad: tuple[int, int]
 
+    @property
+    def resized_shape(self) -> tuple[int, int]:
+        """(height, width) of the image inside the padding (exact: the gain is resized / original pixels)."""
+        return round(self.gain[0] * self.orig_shape[0]), round(self.gain[1] * self.orig_shape[1])
+
 
 def letterbox(
     image: np.ndarray,
@@ -52,7 +57,27 @@ def letterbox(
         >>> img.shape, meta.gain, meta.pad
         ((320, 320, 3), (0.5, 0.5), (0, 40))
     """
-    oh, ow = image.shape[:2]
+    meta = letterbox_meta(image.shape[:2], new_shape, stride, auto, scaleup)
+    (oh, ow), (uh, uw) = meta.orig_shape, meta.resized_shape
+    if (uw, uh) != (ow, oh):
+        image = cv2.resize(image, (uw, uh), interpolation=cv2.INTER_LINEAR)
+    (left, top), (h, w) = meta.pad, meta.input_shape
+    if (h, w) != (uh, uw):
+        bottom, right = h - uh - top, w - uw - left
+        image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
+    return image, meta
+
+
+def letterbox_meta(
+    shape: tuple[int, int], new_shape: int | Sequence[int] = 640, stride: int = 32, auto: bool = False, scaleup: bool = True
+) -> LetterboxMeta:
+    """Where :func:`letterbox` puts an image of ``shape`` (height, width): its meta, computed without any pixels.
+
+    Example:
+        >>> letterbox_meta((480, 640), 320)
+        LetterboxMeta(orig_shape=(480, 640), input_shape=(320, 320), gain=(0.5, 0.5), pad=(0, 40))
+    """
+    oh, ow = shape
     nh, nw = parse_imgsz(new_shape, what="new_shape")
     r = min(nh / oh, nw / ow)
     if not scaleup:
@@ -64,17 +89,33 @@ def letterbox(
     dw, dh = dw / 2, dh / 2
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
-    if (uw, uh) != (ow, oh):
-        image = cv2.resize(image, (uw, uh), interpolation=cv2.INTER_LINEAR)
-    if top or bottom or left or right:
-        image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
-    meta = LetterboxMeta(
-        orig_shape=(oh, ow),
-        input_shape=(image.shape[0], image.shape[1]),
-        gain=(uh / oh, uw / ow),
-        pad=(left, top),
-    )
-    return image, meta
+    return LetterboxMeta(orig_shape=(oh, ow), input_shape=(uh + top + bottom, uw + left + right),
+                         gain=(uh / oh, uw / ow), pad=(left, top))  # fmt: skip
+
+
+def letterbox_into(out: np.ndarray, image: np.ndarray, meta: LetterboxMeta, pad_value: int = PAD_VALUE) -> None:
+    """:func:`letterbox` written straight into ``out`` (``meta.input_shape`` x 3 uint8, e.g. one slot of a batch):
+    the resize lands in the unpadded window and only the borders are filled, so the frame is written once instead of
+    resized, padded into a new image, then copied into the batch. Same pixels as :func:`letterbox`.
+
+    Example:
+        >>> import numpy as np
+        >>> im = np.full((480, 640, 3), 7, np.uint8)
+        >>> out = np.empty((320, 320, 3), np.uint8)
+        >>> letterbox_into(out, im, letterbox_meta(im.shape[:2], 320))
+        >>> bool((out == letterbox(im, 320)[0]).all())
+        True
+    """
+    (left, top), (uh, uw) = meta.pad, meta.resized_shape
+    window = out[top : top + uh, left : left + uw]
+    if (uh, uw) == meta.orig_shape:
+        window[...] = image
+    elif cv2.resize(image, (uw, uh), dst=window, interpolation=cv2.INTER_LINEAR) is not window:  # pragma: no cover
+        window[...] = cv2.resize(image, (uw, uh), interpolation=cv2.INTER_LINEAR)  # a cv2 that would not write in place
+    out[:top] = pad_value
+    out[top + uh :] = pad_value
+    out[top : top + uh, :left] = pad_value
+    out[top : top + uh, left + uw :] = pad_value
 
 
 def _val_resized_hw(h0: int, w0: int, nh: int, nw: int) -> tuple[int, int]:
@@ -148,6 +189,8 @@ def preprocess(
     """
     if len(images) == 0:
         raise ShapeError("preprocess got no images; expected at least one HxWx3 uint8 image")
+    if layout == "nhwc_u8" and not validator:
+        return _letterbox_batch(images, imgsz, stride, auto, rgb, batch_size)
     if validator:
         boxed = [val_letterbox(im, imgsz) for im in images]
     else:
@@ -175,6 +218,21 @@ def preprocess(
         batch[len(boxed) :] = PAD_VALUE
     batch *= np.float32(1 / 255.0)
     return batch, [b[1] for b in boxed]
+
+
+def _letterbox_batch(images: Sequence[np.ndarray], imgsz: int | Sequence[int], stride: int, auto: bool, rgb: bool,
+                     batch_size: int | None) -> tuple[np.ndarray, list[LetterboxMeta]]:
+    """``preprocess(..., layout="nhwc_u8")``: each image letterboxed straight into its batch slot (BGR uint8)."""
+    metas = [letterbox_meta(im.shape[:2], imgsz, stride, auto) for im in images]
+    if len({m.input_shape for m in metas}) != 1:  # only with auto=True on images of different aspect ratios
+        hw = tuple(max(m.input_shape[k] for m in metas) for k in (0, 1))
+        metas = [letterbox_meta(im.shape[:2], hw, stride, False) for im in images]
+    h, w = metas[0].input_shape
+    out = np.empty((max(len(images), batch_size or 0), h, w, 3), np.uint8)
+    for i, (im, meta) in enumerate(zip(images, metas)):
+        letterbox_into(out[i], cv2.cvtColor(im, cv2.COLOR_RGB2BGR) if rgb else im, meta)  # the graph takes BGR
+    out[len(images) :] = PAD_VALUE
+    return out, metas
 
 
 def scale_boxes(boxes: np.ndarray, meta: LetterboxMeta, clip: bool = True) -> np.ndarray:
