@@ -246,14 +246,12 @@ def scale_boxes(boxes: np.ndarray, meta: LetterboxMeta, clip: bool = True) -> np
     """
     gy, gx = meta.gain
     px, py = meta.pad
-    boxes[:, [0, 2]] -= px
-    boxes[:, [1, 3]] -= py
-    boxes[:, [0, 2]] /= gx
-    boxes[:, [1, 3]] /= gy
+    dt = boxes.dtype  # per-column constants in the boxes' own dtype: the same arithmetic as column by column
+    boxes -= np.array((px, py, px, py), dt)
+    boxes /= np.array((gx, gy, gx, gy), dt)
     if clip:
         h, w = meta.orig_shape
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        np.clip(boxes, 0, np.array((w, h, w, h), dt), out=boxes)
     return boxes
 
 
