@@ -6,7 +6,8 @@ on small detectors);
 with ``max_drop`` it runs ``nncf.quantize_with_accuracy_control`` instead, its metric being our own
 mAP50-95 (:mod:`edge_mlla.eval`), so layers go back to float until the drop is within ``max_drop``.
 
-The result is an IR with FakeQuantize nodes (``compress_to_fp16=False``, INT8 weights), carrying the source
+The image input's quantizer is then pinned to the exact 8-bit pixel grid (:func:`pin_input_quantizers`). The result
+is an IR with FakeQuantize nodes (``compress_to_fp16=False``, INT8 weights), carrying the source
 metadata with ``precision: int8`` and the quantization details in its ``edge_mlla`` entry.
 
 Example:
@@ -105,6 +106,7 @@ def quantize_openvino(
     except Exception as e:
         raise QuantizationError(f"NNCF quantization of {src.path.name} failed: {type(e).__name__}: {e}") from e
 
+    pinned = pin_input_quantizers(qmodel)
     qgraph = read_graph(qmodel)
     counts = qgraph.op_counts()
     n_fq = sum(n for t, n in counts.items() if t in ("FakeQuantize", "FakeConvert"))
@@ -120,12 +122,48 @@ def quantize_openvino(
         "ignored_scope": list(policy.groups),
         "ignored_nodes": len(ignored),
         "fake_quantize_nodes": n_fq,
+        "input_quantizers_pinned": pinned,
         "calibration": calib.summary(),
     }
     _save(qmodel, output, int8_metadata(src.metadata, details))
     details["float_ops"] = policy.describe(graph)
     details["ignored_node_names"] = ignored
     return details
+
+
+def pin_input_quantizers(qmodel: Any) -> int:
+    """Set the quantizer right after each image input to exactly [0, 1] in 256 levels; returns how many were set.
+
+    The input is an 8-bit image divided by 255, so level ``p`` of that grid is pixel ``p``: the quantizer loses
+    nothing. Calibrated, its range is the calibration images' statistics instead, e.g. [0, 0.963] on BCCD, which
+    clips every pixel brighter than 245. Pinned, OpenVINO also drops it from a graph whose input is the uint8 frame
+    (the Detector's fused preprocessing): the first convolution reads the pixels directly. Bundled model at 416, INT8,
+    same calibration: mAP50-95 +0.14 points on BCCD val and +0.50 on test, the input quantizer's 0.08-0.11 ms gone.
+    Only an unsigned 256-level quantizer (low 0, as NNCF puts on non-negative activations) calibrated within [0, 1]
+    on an f32 image input (B, 3, H, W) is touched."""
+    from openvino import opset13 as ops
+
+    pinned = 0
+    for port in qmodel.inputs:
+        shape = port.get_partial_shape()
+        if port.get_element_type().get_type_name() != "f32" or shape.rank.is_dynamic or shape.rank.get_length() != 4 \
+                or not shape[1].is_static or shape[1].get_length() != 3:  # fmt: skip
+            continue
+        for target in port.get_target_inputs():
+            fq = target.get_node()
+            if fq.get_type_name() != "FakeQuantize" or fq.get_attributes().get("levels") != 256:
+                continue
+            ranges = [fq.input_value(i).get_node() for i in range(1, 5)]
+            if any(r.get_type_name() != "Constant" for r in ranges) or any(float(r.get_data().min()) != 0.0 for r in ranges[::2]) \
+                    or any(float(r.get_data().max()) > 1.0 for r in ranges[1::2]):  # fmt: skip
+                continue  # signed, or not an input scaled to [0, 1] (a model fed raw 0-255 values keeps its range)
+            for i, (r, v) in enumerate(zip(ranges, (0.0, 1.0, 0.0, 1.0)), start=1):
+                data = r.get_data()
+                fq.input(i).replace_source_output(ops.constant(np.full(data.shape, v, data.dtype)).output(0))
+            pinned += 1
+    if pinned:
+        qmodel.validate_nodes_and_infer_types()
+    return pinned
 
 
 def _save(qmodel: Any, output: Path, metadata: dict[str, str]) -> None:

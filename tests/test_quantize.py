@@ -133,7 +133,10 @@ def test_openvino_int8_end_to_end(ov_report, fp_xml, calib_dir):
     assert md.precision == "int8" and md.names == {0: "RBC", 1: "WBC", 2: "Platelets"}
     q = md.edge_mlla["quantization"]
     assert q["backend"] == "openvino" and q["preset"] == "mixed" and q["ignored_scope"] == ["head", "kv_matmul", "z"]
-    assert q["bias_correction"] == "fast"
+    assert q["bias_correction"] == "fast" and q["input_quantizers_pinned"] == 1
+    model = ov.Core().read_model(str(out))
+    (fq,) = [t.get_node() for t in model.inputs[0].get_target_inputs()]  # the image's quantizer: the pixel grid
+    assert fq.get_type_name() == "FakeQuantize" and [float(fq.input_value(i).get_node().get_data().max()) for i in range(1, 5)] == [0, 1, 0, 1]
     # the calibration counts: 4 used, the corrupt file skipped and counted
     assert ov_report.calibration["used"] == N_CALIB and ov_report.calibration["skipped"] == 1
     assert "Softmax" in ov_report.float_ops["head"] and "MatMul" in ov_report.float_ops["z"]
@@ -141,6 +144,30 @@ def test_openvino_int8_end_to_end(ov_report, fp_xml, calib_dir):
     assert json.loads(Path(ov_report.json_path).read_text())["calibration"]["skipped"] == 1
     assert "kept in float" in ov_report.table()
     _check_close(fp_xml, out, _calib_images(calib_dir), "openvino")
+
+
+def test_pinned_input_quantizer_is_lossless_on_8_bit_images():
+    # a calibrated input range clips bright pixels; pinned to [0, 1] x 256 levels, every pixel p / 255 passes exactly
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    from edge_mlla.quantize.openvino_int8 import pin_input_quantizers
+
+    def model(low: float, high: float, channels: int = 3):
+        x = ops.parameter([1, channels, 16, 16], np.float32, name="images")
+        c = [ops.constant(np.full((1, 1, 1, 1), v, np.float32)) for v in (low, high, low, high)]
+        return ov.Model([ops.fake_quantize(x, *c, levels=256)], [x])
+
+    pixels = np.arange(256 * 3, dtype=np.float32).reshape(1, 3, 16, 16) % 256
+    clipped = model(0.0, 0.9628)
+    got = ov.Core().compile_model(clipped, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(pixels / 255)[0]
+    assert got.max() < 0.97  # what calibration gave: pixels above 245 clipped
+    assert pin_input_quantizers(clipped) == 1
+    got = ov.Core().compile_model(clipped, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(pixels / 255)[0]
+    np.testing.assert_allclose(got * 255, pixels, atol=1e-3)  # level p is pixel p
+    assert pin_input_quantizers(model(-1.0, 1.0)) == 0  # a signed quantizer is not an image's: left alone
+    assert pin_input_quantizers(model(0.0, 0.9, channels=4)) == 0  # not a 3-channel image input
+    assert pin_input_quantizers(model(0.0, 250.0)) == 0  # a model fed raw 0-255 values keeps its range
 
 
 def test_onnxruntime_int8_end_to_end(ort_report, fp_onnx, calib_dir):
