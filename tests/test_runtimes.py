@@ -189,6 +189,11 @@ def test_openvino_io_metadata_async(exported, batch):
     futs = [be.submit(batch) for _ in range(4)]
     for f in futs:
         np.testing.assert_array_equal(f.result()[0], ref)
+    assert be._queue._max_workers == 2  # jobs given: exactly that many requests
+    auto = OpenVINOBackend(exported("openvino"), hint="throughput", precision="f32")
+    np.testing.assert_array_equal(auto.submit(batch).result()[0], ref)
+    assert auto._queue._max_workers == auto.optimal_requests + 1  # default: one thread to postprocess meanwhile
+    auto.close()
     with pytest.raises(ShapeError, match=r"expects shape \(1, 320, 320, 3\), got \(1, 64, 64, 3\)"):
         be.infer(np.zeros((1, 3, 64, 64), np.float32))
     be.close()
