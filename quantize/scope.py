@@ -8,8 +8,8 @@ each rule group collects node names:
 
 ``head``
     the detection head's box decoding: walking back from the model outputs through every op that is not
-    a weighted Conv/MatMul (Concat, Reshape, Split/Slice, Transpose, the DFL Softmax and its fixed Conv (its
-    weighted sum, ReduceSum, in our exports),
+    a weighted Conv/MatMul (Concat, Reshape, Split/Slice, Transpose, the DFL Softmax and its fixed Conv (a
+    MatMul by the bins in our exports),
     Sigmoid, the anchor/stride arithmetic). The last weighted convs of the head stay quantized.
 ``head_conv``
     those last weighted convs of the head (the 1x1 convs that write box and class logits): where the walk of

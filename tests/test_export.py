@@ -208,10 +208,10 @@ def test_openvino_ir_metadata_ops_and_equality(made, ckpts):
     a = op_audit(made(), openvino=xml)  # node names survive conversion: audit the IR by the same scopes
     assert a.openvino_mlla_ops and "Transpose" not in a.openvino_mlla_ops
     assert a.openvino_matmul_transpose_b == 1 and a.mlla_violations() == []
-    # no Transpose anywhere: the head's DFL exports as softmax + weighted sum over its bins (export.head)
+    # no Transpose anywhere: the head's DFL exports as a softmax and a MatMul by its bins (export.head)
     assert op_types(xml).get("Transpose", 0) == a.openvino_ops.get("Transpose", 0) == 0
     dfl = {op.get_type_name() for op in model.get_ops() if "/dfl/" in op.get_friendly_name()}
-    assert "ReduceSum" in dfl and "Convolution" not in dfl and dfl & {"Softmax", "SoftMax"}
+    assert "MatMul" in dfl and "Convolution" not in dfl and dfl & {"Softmax", "SoftMax"}
 
     z = [op for op in model.get_ops() if "/z/" in op.get_friendly_name()]
     assert len(z) == 4  # MatMul, Add(eps), Reciprocal, Mul: kept float32 under bf16/f16 precision hints

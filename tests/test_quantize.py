@@ -309,7 +309,7 @@ def test_scope_is_structural_and_matches_across_runtimes(fp_onnx, fp_xml):
             assert go[grp] == gv[grp], f"{grp}: ONNX and OpenVINO graphs disagree"
     g = read_graph(fp_onnx)
     types = {grp: sorted({g.nodes[n].type for n in names}) for grp, names in go.items()}
-    assert {"Softmax", "ReduceSum", "Sigmoid"} <= set(types["head"])  # DFL as softmax + weighted sum (export.head)
+    assert {"Softmax", "MatMul", "Sigmoid"} <= set(types["head"])  # DFL as softmax and a MatMul by its bins
     assert "Conv" not in types["head"]
     # the convs that write the box and class logits: Ultralytics names them cv2.<level>.2 and cv3.<level>.2
     assert types["head_conv"] == ["Conv"] and len(go["head_conv"]) == 6
