@@ -20,11 +20,9 @@ OpenCV's sample ``vtest.avi``, given with ``--video``, kept out of the repositor
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -34,17 +32,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_mlla.bench.machine import describe_machine, machine_line
+
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 15.0
-
-
-def machine() -> dict:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), platform.processor())
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    keep = sorted(f for f in flags if f == "avx2" or f.startswith(("avx512_bf16", "avx512_vnni", "amx", "avx_vnni")))
-    return {"cpu": name, "cores": os.cpu_count(), "flags": keep, "date": datetime.date.today().isoformat(),
-            "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
 
 
 class PacedFile:
@@ -300,9 +291,8 @@ def pick_precision(args, frame: np.ndarray) -> tuple:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    out = [f"# Many cameras on {m['cores']} cores", "",
-           f"{m['date']}, {m['cpu']} ({m['cores']} cores; flags {' '.join(m['flags']) or '-'}), load average at start "
-           f"{m['load_avg_at_start']}. Command: `{report['command']}`.", "",
+    out = [f"# Many cameras on {m['cores']['os_cpu_count']} cores", "",
+           f"{m['date']}, {machine_line(m)}, load average at start {m['loadavg']}. Command: `{report['command']}`.", "",
            f"Model: {report['model']['detector']}; precision chosen by throughput here: {report['model']['throughput_fps']}.",
            f"Cameras: 640x480 at {FPS:g} FPS, synthetic fixed scene (idle {report['scene']['idle']:g}, decoded mp4v), "
            f"{report['window_s']:g} s measured after {report['warm_s']:g} s warm-up.", "",
@@ -360,7 +350,7 @@ def main() -> int:
     logging.basicConfig(level=logging.ERROR)
     args.work.mkdir(parents=True, exist_ok=True)
     parts = set(args.parts.split(","))
-    report: dict = {"machine": machine(), "command": "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    report: dict = {"machine": describe_machine(), "command": "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                     "warm_s": args.warm, "window_s": args.window, "scene": {"idle": args.idle}, "cameras": []}  # fmt: skip
     print(f"machine: {report['machine']}", flush=True)
     clip, n = scene_clip(args.work, args.idle, 0, 60.0)
