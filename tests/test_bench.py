@@ -16,6 +16,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_mlla.bench import STAGES, BenchResult, fit_exponent, parse_sizes, run_bench
@@ -266,3 +267,23 @@ def test_vs_ultralytics_tiny(trained_pt, tiny_data, tmp_path, capsys):
     md = (out / "vs_ultralytics.md").read_text()
     assert md.strip() == cap.out.strip() and "**Machine**" in md and "**Goals**" in md
     assert (out / "vs_ultralytics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_vs_latency_round_interleaves_every_call():
+    # each cycle calls every path once, the order rotating, so a slow stretch of the machine lands on all paths
+    from edge_mlla.bench.vs_ultralytics import _latency_round
+
+    calls: list[int] = []
+
+    class Path_:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def once(self, image) -> None:  # noqa: ANN001
+            calls.append(self.i)
+
+    got = _latency_round([Path_(0), Path_(1), Path_(2)], np.zeros((2, 2, 3), np.uint8), runs=4, r=1)
+    assert len(got) == 3 and all(v >= 0 for v in got)
+    cycles = [calls[k : k + 3] for k in range(0, 12, 3)]
+    assert all(sorted(c) == [0, 1, 2] for c in cycles)  # every path once per cycle
+    assert [c[0] for c in cycles] == [1, 2, 0, 1]  # the first path rotates (round 1 starts at path 1)

@@ -155,8 +155,8 @@ class VsResult:
                  f"{', '.join(f'{k} {v}' for k, v in (m.get('versions') or {}).items() if v and k in ('openvino', 'nncf', 'ultralytics', 'edge_mlla'))}; {m.get('date')}.", "",
                  f"**Method**: imgsz {s['imgsz'][0]} (trained at {s['trained_imgsz'] or 'unknown'}), data {s['data']}; "
                  f"{o.get('rounds')} interleaved rounds; numbers are medians over rounds, ratios medians of the per-round "
-                 f"ratios (paired in time). Latency: one {o.get('runs')}-call "
-                 f"median per round, end to end at batch 1 (Ultralytics `YOLO(ir).predict(image)`, ours `Detector(ir)(image)`, "
+                 f"ratios (paired in time). Latency: {o.get('runs')} cycles per round, each calling every path once in "
+                 f"rotating order, the median call per path, end to end at batch 1 (Ultralytics `YOLO(ir).predict(image)`, ours `Detector(ir)(image)`, "
                  f"each at its default settings). Throughput: `benchmark_app -hint throughput` on the model file. Stream FPS: "
                  f"{o.get('frames')} frames of {Path(s['clip']).name} (Ultralytics `predict(source=clip, stream=True)`, "
                  f"ours `StreamRunner(Detector(ir, hint='throughput'), clip)`), no drawing. mAP: "

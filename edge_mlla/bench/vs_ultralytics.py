@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_mlla.bench.measure import call_times_ms, interleaved
+from edge_mlla.bench.measure import interleaved
 from edge_mlla.bench.options import bar, quiet
 from edge_mlla.bench.vs_report import Row, VsResult
 from edge_mlla.errors import ConfigError, EdgeMLLAError, MissingFileError
@@ -316,6 +316,20 @@ def benchmark_app_fps(xml: Path, seconds: float, hint: str = "throughput", preci
     return float(m.group(1))
 
 
+def _latency_round(preds: list[_Predictor], image: np.ndarray, runs: int, r: int) -> list[float]:
+    """One round of batch-1 latency: ``runs`` cycles, each calling every path once (the order rotating), so a change
+    in the shared machine's speed lands on all paths alike; per path, the median of its calls in ms. (Blocks of calls
+    per path, as before, let one path's block fall into a slow minute: a 0.80x ratio measured 0.67-1.0x by round.)"""
+    times: list[list[float]] = [[] for _ in preds]
+    for k in range(runs):
+        for j in range(len(preds)):
+            i = (j + k + r) % len(preds)
+            t = time.perf_counter()
+            preds[i].once(image)
+            times[i].append((time.perf_counter() - t) * 1e3)
+    return [float(np.median(t)) for t in times]
+
+
 def _time_all(rows: list[Row], hw: tuple[int, int], clip: Path, opts: VsOptions, progress: bool) -> None:
     """Latency, throughput and stream FPS of every row, in interleaved rounds."""
     from edge_mlla.bench.run import default_image
@@ -338,8 +352,11 @@ def _time_all(rows: list[Row], hw: tuple[int, int], clip: Path, opts: VsOptions,
             for _ in range(3):
                 p.once(image)
         keep = list  # every round's number: the ratios are medians of per-round ratios (paired in time)
-        lat = interleaved([step(lambda r, p=p: float(np.median(call_times_ms(lambda: p.once(image), opts.runs, 1))))
-                           for p in preds], opts.rounds, combine=keep)  # fmt: skip
+        per_round = []
+        for r in range(opts.rounds):
+            per_round.append(_latency_round(preds, image, opts.runs, r))
+            pbar.update(len(preds))
+        lat = [[rnd[i] for rnd in per_round] for i in range(len(preds))]  # per row: its median call of each round
         fps = interleaved([step(lambda r, p=p: p.stream(clip, opts.frames)) for p in preds], opts.rounds, combine=keep)
     finally:
         for p in preds:
