@@ -108,6 +108,7 @@ def stream_study(a: argparse.Namespace) -> int:
     lines += [f"| {r['precision']} | {r['stream_fps']:.1f} | {r['benchmark_app_fps']:.1f} | {r['ratio']:.2f} |"
               for r in res["rows"]]
     out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "stream_vs_benchmark_app.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     (out / "stream_vs_benchmark_app.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
