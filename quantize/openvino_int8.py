@@ -107,11 +107,6 @@ def quantize_openvino(
         raise QuantizationError(f"NNCF quantization of {src.path.name} failed: {type(e).__name__}: {e}") from e
 
     pinned = pin_input_quantizers(qmodel)
-    qgraph = read_graph(qmodel)
-    counts = qgraph.op_counts()
-    n_fq = sum(n for t, n in counts.items() if t in ("FakeQuantize", "FakeConvert"))
-    if n_fq == 0:
-        raise QuantizationError(f"NNCF returned a model without FakeQuantize nodes for {src.path.name}")
     details = {
         "backend": "openvino",
         "tool": f"nncf {nncf.__version__}",
@@ -121,7 +116,7 @@ def quantize_openvino(
         "max_drop": max_drop,
         "ignored_scope": list(policy.groups),
         "ignored_nodes": len(ignored),
-        "fake_quantize_nodes": n_fq,
+        "fake_quantize_nodes": _count_quantizers(qmodel, src.path.name),
         "input_quantizers_pinned": pinned,
         "calibration": calib.summary(),
     }
@@ -129,6 +124,15 @@ def quantize_openvino(
     details["float_ops"] = policy.describe(graph)
     details["ignored_node_names"] = ignored
     return details
+
+
+def _count_quantizers(qmodel: Any, name: str) -> int:
+    """FakeQuantize/FakeConvert nodes of the quantized model; none at all is an error (NNCF did nothing)."""
+    counts = read_graph(qmodel).op_counts()
+    n_fq = sum(n for t, n in counts.items() if t in ("FakeQuantize", "FakeConvert"))
+    if n_fq == 0:
+        raise QuantizationError(f"NNCF returned a model without FakeQuantize nodes for {name}")
+    return n_fq
 
 
 def pin_input_quantizers(qmodel: Any) -> int:
