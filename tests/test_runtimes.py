@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -152,6 +154,9 @@ def test_capability_env_is_validated(monkeypatch):
         simulated_capabilities("avx2,amx")
 
 
+ONEDNN_BELOW_AVX512 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2"}  # oneDNN's ISA caps without AVX-512
+
+
 def test_simulated_capabilities_drive_the_openvino_default(exported, monkeypatch):
     """With the other CPU class simulated, the backend follows it and reports what really ran."""
     from edge_mlla.runtimes.capabilities import CAPS_ENV
@@ -163,10 +168,25 @@ def test_simulated_capabilities_drive_the_openvino_default(exported, monkeypatch
     assert be.precision == "f32"  # an AVX2 CPU's default, even on a BF16 host
     with pytest.raises(ConfigError, match="cannot run bf16"):
         OpenVINOBackend(xml, precision="bf16")
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ONEDNN_BELOW_AVX512:
+        return  # make test's second step caps the kernels at AVX2 on this host: bf16 has no kernels to compile
     monkeypatch.setenv(CAPS_ENV, "avx512_bf16")
     be = OpenVINOBackend(xml)
     assert be.precision in ("bf16", "f32")  # f32 where the CPU has no BF16 (OpenVINO ignores the hint there)
     assert be._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == be.precision
+
+
+@pytest.mark.skipif(os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() not in ONEDNN_BELOW_AVX512,
+                    reason="runs in make test's second step on an AVX-512 host, where the kernels are capped at AVX2")
+def test_capped_kernels_really_run_avx2(exported, batch):
+    # the second step's claim: with the cap, OpenVINO's convolutions run AVX2 code even on an AVX-512 host
+    from edge_mlla.runtimes.openvino import OpenVINOBackend
+
+    be = OpenVINOBackend(exported("openvino"), precision="f32", config={"PERF_COUNT": True})
+    be.infer(batch)
+    convs = [p.exec_type for p in be._request().profiling_info if p.node_type == "Convolution" and p.status == p.Status.EXECUTED]
+    assert convs and not any("avx512" in t for t in convs) and any("avx2" in t for t in convs), sorted(set(convs))
+    be.close()
 
 
 def test_openvino_io_metadata_async(exported, batch):
