@@ -337,3 +337,20 @@ def test_default_export_size_is_the_training_size(trained_pt, tmp_path, caplog):
         assert export_size(640, 416) == (640, 640)
     assert "trained at 416" in caplog.text and "1.54x" in caplog.text
     assert export_size(None, None) == (640, 640)
+
+
+def test_dfl_export_form_is_ultralytics_dfl():
+    # the export form of the head's DFL (softmax + MatMul by the bins) against Ultralytics' own DFL module
+    import torch
+    from ultralytics.nn.modules.block import DFL
+    from ultralytics.nn.modules.head import Detect
+
+    from edge_mlla.export.head import DFLExport, swap_dfl
+
+    x = torch.randn(2, 64, 300) * 4
+    ref = DFL(16)
+    np.testing.assert_allclose(DFLExport(ref)(x).numpy(), ref(x).numpy(), atol=1e-5)
+    head = Detect(nc=3, ch=(16, 32))
+    assert swap_dfl(head) == 1 and isinstance(head.dfl, DFLExport) and swap_dfl(head) == 0
+    plain = Detect(nc=3, reg_max=1, ch=(16, 32))  # no bins (YOLO26-style): nothing to swap
+    assert swap_dfl(plain) == 0 and isinstance(plain.dfl, torch.nn.Identity)

@@ -8,7 +8,7 @@ softmax output into the convolution's blocked layout: per-layer counters of the 
 :class:`DFLExport` computes the same expectation as a ``MatMul`` of the bins row (1, 16) with the softmax over the
 bin axis where it lies: same numbers to float rounding, no transpose. Detector end to end at batch 1 on the INT8
 IRs, interleaved rounds: 0.978x the latency with a softmax + ``ReduceSum`` form (OpenVINO keeps that one's head in
-f32), 0.970x more with this ``MatMul`` form (its head runs in the native bf16, as Ultralytics' DFL convolution
+f32), then 0.970x of that with this ``MatMul`` form (its head runs in the native bf16, as Ultralytics' DFL convolution
 does); INT8 mAP50-95 unchanged (BCCD val 0.5502 vs 0.5505, test 0.5568 both).
 
 Example:
