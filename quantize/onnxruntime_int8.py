@@ -11,7 +11,8 @@ Activations are uint8 on x86 (U8S8: MLAS' fast path, VPMADDUBSW / VPDPBUSD) and 
 measured here (AVX2 CPU without VNNI, 640, 2 threads, one run on a shared machine): S8S8 QDQ ran 2.2x *slower*
 than FP32, U8S8 0.70x.
 
-The QDQ file keeps the source metadata (``precision: int8`` + details) and is checked to run on ONNX
+The image input's quantizer is then pinned to the exact 8-bit pixel grid (:func:`pin_input_quantizers_onnx`, as the
+OpenVINO path does). The QDQ file keeps the source metadata (``precision: int8`` + details) and is checked to run on ONNX
 Runtime and on OpenVINO.
 
 Example:
@@ -154,6 +155,7 @@ def quantize_onnxruntime(
         except Exception as e:
             raise QuantizationError(f"ONNX Runtime quantization of {src.path.name} failed: {type(e).__name__}: {e}") from e
         qmodel = onnx.load(str(qtmp))
+        pinned = pin_input_quantizers_onnx(qmodel)
         counts = read_graph(qmodel).op_counts()
         n_q, n_dq = counts.get("QuantizeLinear", 0), counts.get("DequantizeLinear", 0)
         if n_q == 0 or n_dq == 0:
@@ -162,7 +164,8 @@ def quantize_onnxruntime(
                    "format": "QDQ", "per_channel": per_channel, "calibration_method": str(method).lower(),
                    "reduce_range": rr, "cpu_vnni": vnni, "activation_type": activations, "weight_type": "int8",
                    "ignored_scope": list(policy.groups), "ignored_nodes": len(exclude), "quantize_linear_nodes": n_q,
-                   "dequantize_linear_nodes": n_dq, "calibration": calib.summary()}  # fmt: skip
+                   "dequantize_linear_nodes": n_dq, "input_quantizers_pinned": pinned,
+                   "calibration": calib.summary()}  # fmt: skip
         write_onnx_metadata(qmodel, int8_metadata(src.metadata, details))
         onnx.save(qmodel, str(qtmp))
         sample = next(iter(calib))
@@ -175,6 +178,36 @@ def quantize_onnxruntime(
     details["float_ops"] = policy.describe(graph)
     details["ignored_node_names"] = exclude
     return details
+
+
+def pin_input_quantizers_onnx(model: Any) -> int:
+    """ONNX Runtime's counterpart of :func:`edge_mlla.quantize.openvino_int8.pin_input_quantizers`: each
+    QuantizeLinear reading a float (B, 3, H, W) graph input gets the exact 8-bit pixel grid (scale 1/255, zero point
+    at 0.0) in its scale and zero-point initializers, which its DequantizeLinear shares in QDQ format; only where the
+    calibrated range lay within [0, 1]. Returns how many were set."""
+    from onnx import TensorProto, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    images = {i.name for i in model.graph.input if i.type.tensor_type.elem_type == TensorProto.FLOAT
+              and [d.dim_value for d in i.type.tensor_type.shape.dim][1:2] == [3]
+              and len(i.type.tensor_type.shape.dim) == 4}  # fmt: skip
+    pinned = 0
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] not in images or len(node.input) < 3:
+            continue
+        scale_t, zp_t = inits.get(node.input[1]), inits.get(node.input[2])
+        if scale_t is None or zp_t is None:
+            continue
+        scale, zp = numpy_helper.to_array(scale_t), numpy_helper.to_array(zp_t)
+        info = np.iinfo(zp.dtype)
+        low, high = (info.min - zp.astype(np.float64)) * scale, (info.max - zp.astype(np.float64)) * scale
+        if scale.size != 1 or info.max - info.min != 255 or low.min() < -1e-6 or high.max() > 1.0 + 1e-6:
+            continue  # not one 8-bit range inside [0, 1]: not an image scaled to [0, 1]
+        new_zp = np.full(zp.shape, info.min, zp.dtype)  # pixel 0 -> the lowest level
+        scale_t.CopyFrom(numpy_helper.from_array(np.full(scale.shape, 1 / 255, scale.dtype), scale_t.name))
+        zp_t.CopyFrom(numpy_helper.from_array(new_zp, zp_t.name))
+        pinned += 1
+    return pinned
 
 
 def _pre_process(src: ModelFile, tmp: Path) -> tuple[Path, Any]:

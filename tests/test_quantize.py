@@ -170,6 +170,40 @@ def test_pinned_input_quantizer_is_lossless_on_8_bit_images():
     assert pin_input_quantizers(model(0.0, 250.0)) == 0  # a model fed raw 0-255 values keeps its range
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_pinned_onnx_input_quantizer_is_lossless_on_8_bit_images(dtype):
+    # ONNX Runtime's QDQ counterpart: the calibrated scale clips bright pixels, the pinned one passes each exactly
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_mlla.quantize.onnxruntime_int8 import pin_input_quantizers_onnx
+
+    def model(high: float, channels: int = 3, zp: int | None = None):
+        lo = np.iinfo(dtype).min
+        inits = [numpy_helper.from_array(np.array(high / 255, np.float32), "s"),
+                 numpy_helper.from_array(np.array(lo if zp is None else zp, dtype), "z")]  # fmt: skip
+        g = helper.make_graph(
+            [helper.make_node("QuantizeLinear", ["images", "s", "z"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+            "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, channels, 16, 16])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 16, 16])], inits)  # fmt: skip
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    def run(m):
+        x = (np.arange(256 * 3, dtype=np.float32).reshape(1, 3, 16, 16) % 256) / 255
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0], x
+
+    clipped = model(0.9628)
+    got, x = run(clipped)
+    assert got.max() < 0.97  # calibrated: pixels above 245 clipped
+    assert pin_input_quantizers_onnx(clipped) == 1
+    got, x = run(clipped)
+    np.testing.assert_allclose(got * 255, x * 255, atol=1e-3)  # level p is pixel p
+    assert pin_input_quantizers_onnx(model(250.0 * 255)) == 0  # raw 0-255 input: keeps its range
+    assert pin_input_quantizers_onnx(model(0.9, channels=4)) == 0  # not a 3-channel image
+    onnx.checker.check_model(clipped)
+
+
 def test_onnxruntime_int8_end_to_end(ort_report, fp_onnx, calib_dir):
     import onnx
 
@@ -184,6 +218,7 @@ def test_onnxruntime_int8_end_to_end(ort_report, fp_onnx, calib_dir):
     assert md.precision == "int8" and len(md.names) == 3
     q = md.edge_mlla["quantization"]
     assert q["format"] == "QDQ" and q["per_channel"] is True and q["calibration_method"] == "minmax"
+    assert q["input_quantizers_pinned"] == 1  # the image's QuantizeLinear on the pixel grid, as on OpenVINO
     from edge_mlla.quantize.onnxruntime_int8 import cpu_has_vnni
 
     assert q["reduce_range"] is (not cpu_has_vnni())
