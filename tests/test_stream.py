@@ -416,6 +416,37 @@ def test_stalled_source_is_caught_by_the_watchdog(slow):
     # the reader stuck in read() was abandoned, not joined; it exits when its read returns (the fixture waits)
 
 
+def test_watchdog_gives_the_new_reader_its_own_window(slow):
+    """The runner's next watchdog check can land just after the replacement reader says "connecting", before it has
+    read a frame (a preempted thread under load; CI met it): it must not replace that reader too, as if the stuck
+    reader's silence were its own. The check is run exactly there, from the status callback."""
+    clock = FakeClock()
+    stuck = StuckCamera(8, period=0.0, on_block=lambda: clock.advance(10.0))
+    factory = Factory([stuck, FakeCamera(10, period=0.0, offset=100)])
+    seen: list = []
+    run = None
+
+    def on_status(status) -> None:  # noqa: ANN001
+        seen.append(status)
+        if status.state == "connecting" and status.attempts >= 1:  # the replacement is open, nothing read yet
+            run._capture.check_watchdog()
+
+    def opener():
+        if factory.calls == 1:  # the watchdog replaced the stuck reader: let its read return (it is ignored)
+            stuck.unblock.set()
+        return factory()
+
+    policy = Reconnect(initial=0.01, factor=2.0, max_delay=0.04, max_tries=8, watchdog=1.0)
+    run = StreamRunner(slow(0.0), opener, reconnect=policy, drop_stale=False, max_frames=18, on_status=on_status)
+    run.clock = clock
+    try:
+        results = list(run)
+    finally:
+        stuck.unblock.set()
+    assert [s.error for s in seen if s.state == "lost"] == ["no frame for 10.0 s (watchdog 1 s)"]
+    assert [int(r.frame[0, 0, 0]) for r in results] == list(range(8)) + list(range(100, 110))
+
+
 def test_stop_waits_a_bounded_total_and_never_twice_for_stuck_readers(slow):
     """Three readers blocked in read(): stop(timeout) spends timeout in total (the first wait uses it up, the others
     get 0), warns once, and a second stop does not wait on them again. The waits are recorded on a controlled clock

@@ -166,8 +166,6 @@ class Capture:
                     if cap is None:
                         self.finish(src, gen, None)
                         return
-                    with self.cond:
-                        src.last_frame = self.clock()  # the watchdog counts from the reopen
                 if self.opts.realtime and not src.live:  # pace a file like a camera
                     delay = t0 + paced / src.fps - time.monotonic()
                     if delay > 0 and self.stop.wait(delay):
@@ -241,6 +239,8 @@ class Capture:
             if src.gen != gen or self.stop.is_set():
                 cap.release()
                 return None
+            with self.cond:  # the watchdog counts from the reopen, from the moment it can see "connecting"
+                src.last_frame = self.clock()
             self.board.set(src, "connecting", attempts=attempt)
             return cap
         return None
@@ -303,5 +303,6 @@ class Capture:
                 src.lost = True
                 src.threads = [t for t in src.threads if t.is_alive()]
                 idle = now - src.last_frame
+                src.last_frame = now  # the new reader's window starts here (its reopen restarts it)
             self.board.set(src, "lost", error=f"no frame for {idle:.1f} s (watchdog {policy.watchdog:g} s)")
             self.start(src, None)
