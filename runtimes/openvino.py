@@ -76,14 +76,16 @@ def _check_ir(path: Path) -> None:
         raise ModelFileError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing (it goes beside the .xml)")
 
 
-def _fusable(model: Any) -> bool:
-    """One f32 (B, 3, H, W) image input: the export layout whose preprocessing can move into the graph."""
-    if len(model.inputs) != 1:
-        return False
-    port = model.inputs[0]
+def is_image_input(port: Any) -> bool:
+    """An f32 (B, 3, H, W) model input: the export layout's image (RGB scaled to [0, 1])."""
     shape = port.get_partial_shape()
     return (port.get_element_type().get_type_name() == "f32" and shape.rank.is_static and shape.rank.get_length() == 4
             and shape[1].is_static and shape[1].get_length() == 3)  # fmt: skip
+
+
+def _fusable(model: Any) -> bool:
+    """One image input (:func:`is_image_input`): the export layout whose preprocessing can move into the graph."""
+    return len(model.inputs) == 1 and is_image_input(model.inputs[0])
 
 
 def _fuse_preprocess(ov: Any, model: Any) -> Any:
