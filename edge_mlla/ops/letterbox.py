@@ -58,14 +58,11 @@ def letterbox(
         ((320, 320, 3), (0.5, 0.5), (0, 40))
     """
     meta = letterbox_meta(image.shape[:2], new_shape, stride, auto, scaleup)
-    (oh, ow), (uh, uw) = meta.orig_shape, meta.resized_shape
-    if (uw, uh) != (ow, oh):
-        image = cv2.resize(image, (uw, uh), interpolation=cv2.INTER_LINEAR)
-    (left, top), (h, w) = meta.pad, meta.input_shape
-    if (h, w) != (uh, uw):
-        bottom, right = h - uh - top, w - uw - left
-        image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
-    return image, meta
+    if meta.input_shape == meta.orig_shape:
+        return image, meta  # nothing to resize or pad
+    out = np.empty(meta.input_shape + image.shape[2:], image.dtype)
+    letterbox_into(out, image, meta, pad_value)
+    return out, meta
 
 
 def letterbox_meta(
