@@ -302,7 +302,6 @@ class Capture:
                 src.gen += 1  # the stuck reader exits (and releases its capture) when its read returns
                 src.lost = True
                 src.threads = [t for t in src.threads if t.is_alive()]
-                idle = now - src.last_frame
-                src.last_frame = now  # the new reader's window starts here (its reopen restarts it)
+                idle = now - src.last_frame  # the new reader's window starts at its reopen (_reopen)
             self.board.set(src, "lost", error=f"no frame for {idle:.1f} s (watchdog {policy.watchdog:g} s)")
             self.start(src, None)
