@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import statistics
 import subprocess
@@ -121,6 +122,7 @@ def test_records_hold_the_run_and_where_it_ran(trained):
         assert r["args"] == {"data": r["args"]["data"], "imgsz": 128, "batch": 2, "epochs": 2, "amp": False,
                              "deterministic": True, "workers": 2, "seed": r["seed"]}  # fmt: skip
         assert r["device"] == "cpu" and r["cpu"] and r["cores"] >= 1 and r["gpu"] is None
+        assert 1 <= r["threads"] <= r["cores"]
         assert r["params"] > 2_000_000 and r["gflops640"] > 5 and 1 <= r["best_epoch"] <= 2 and r["wall_min"] >= 0
         assert r["images"] == {"val": 2, "test": 2, "pooled": 4}
         assert (trained["out"] / r["per_image"]).stat().st_size < 20_000
@@ -256,18 +258,28 @@ def test_legacy_records_import_at_seed_level(tmp_path):
 def test_the_process_queue_runs_jobs_side_by_side_and_reports_failures(tmp_path, monkeypatch):
     """The queue's own machinery with a stand-in worker process (the real one trains: covered in-process above)."""
     fake = tmp_path / "fake_worker.py"
-    fake.write_text("import json, sys\nspec = json.load(open(sys.argv[1]))\n"
+    fake.write_text("import json, os, sys\nspec = json.load(open(sys.argv[1]))\n"
                     "if spec['seed'] == 2: sys.exit(3)\n"
                     "json.dump({'model': spec['model'], 'seed': spec['seed'], 'device': spec['device'], "
-                    "'jobs': spec['jobs']}, open(sys.argv[2], 'w'))\n")  # fmt: skip
+                    "'jobs': spec['jobs'], 'omp': os.environ.get('OMP_NUM_THREADS')}, open(sys.argv[2], 'w'))\n")  # fmt: skip
     monkeypatch.setattr(runner, "WORKER", (sys.executable, str(fake)))
     monkeypatch.setattr(runner, "POLL_S", 0.05)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # conftest pins it; a user's setting would win (below)
     specs = [RunSpec("yolo11n.yaml", s, Recipe(), str(tmp_path), str(tmp_path / "runs")) for s in (0, 1, 2)]
     done = []
     failed = runner._run_processes(specs, ["cpu", "cpu"], runner._Progress([], False), lambda s, r, st: done.append(r))
     assert failed == ["yolo11n-s2"]
     assert sorted(r["seed"] for r in done) == [0, 1] and {(r["device"], r["jobs"]) for r in done} == {("cpu", 2)}
     assert (tmp_path / "runs" / "yolo11n-s2.log").is_file()
+    # the two runs at a time share the cores: each child's torch gets half of them (at least one)
+    assert {r["omp"] for r in done} == {str(max(1, (os.cpu_count() or 1) // 2))}
+
+
+def test_a_users_thread_setting_wins_over_the_share(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert runner.child_env(8)["OMP_NUM_THREADS"] == "3"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert runner.child_env(1)["OMP_NUM_THREADS"] == str(os.cpu_count() or 1)
 
 
 def test_device_slots():

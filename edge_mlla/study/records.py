@@ -10,7 +10,7 @@ A record (one line) holds:
 * ``epochs`` (trained), ``best_epoch``, ``wall_min`` (training time), ``params``, ``gflops640`` (torch profiler) and
   ``gflops640_thop``;
 * where it ran: ``device`` (``cpu`` / ``cuda:N``), ``cpu`` (model name), ``cores``, ``gpu``, ``jobs`` (runs sharing
-  the machine), library versions and ``date``;
+  the machine), ``threads`` (torch's CPU threads in the run), library versions and ``date``;
 * ``per_image`` (the .npz, relative to ``<out>``; null for imported runs whose weights are gone), ``run_dir``,
   ``weights``, ``resumed_at`` (epochs already done when the run was picked up), ``source`` and ``note``.
 

@@ -125,8 +125,18 @@ def _launch(spec: RunSpec) -> tuple[subprocess.Popen, Path, Any]:
     result.unlink(missing_ok=True)
     log = open(runs / f"{spec.name}.log", "a")  # noqa: SIM115 - closed when the run ends
     proc = subprocess.Popen([*WORKER, str(spec_file), str(result)], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)  # fmt: skip
+                            stdin=subprocess.DEVNULL, env=child_env(spec.jobs))  # fmt: skip
     return proc, result, log
+
+
+def child_env(jobs: int) -> dict[str, str]:
+    """A run's environment: the CPU cores shared out between the ``jobs`` runs at a time (``OMP_NUM_THREADS``,
+    unless the user set it). Without it every run's torch took all the cores for its CPU-side work (building the
+    model, counting its FLOPs, scoring), and ten runs on a 16-core GPU machine spent 2.5 minutes at a load of 160
+    before their first epoch."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, jobs))))
+    return env
 
 
 def _run_processes(items: Sequence[RunSpec], where: list[str], progress: _Progress, done: Done) -> list[str]:

@@ -229,7 +229,7 @@ def execute(spec: RunSpec, on_epoch: OnEpoch | None = None) -> tuple[dict, Image
     best = spec.run_dir / "weights" / "best.pt"
     rec: dict[str, Any] = {"model": spec.model, "seed": spec.seed, "args": spec.recipe.args(spec.seed),
                            "val_args": spec.recipe.val_args(), **scores, **_results(spec.run_dir), **_model_size(best, arm_of(spec.model)),
-                           **machine(spec.device), "jobs": spec.jobs, "ultralytics": ultralytics.__version__,
+                           **machine(spec.device), "jobs": spec.jobs, "threads": torch.get_num_threads(), "ultralytics": ultralytics.__version__,
                            "torch": torch.__version__, "edge_mlla": __version__, "date": time.strftime("%Y-%m-%d"),
                            "source": TOOL, "per_image": rel, "run_dir": _rel(spec.run_dir), "weights": _rel(best),
                            "resumed_at": resumed, "python": platform.python_version()}  # fmt: skip
