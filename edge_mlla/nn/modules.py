@@ -162,20 +162,14 @@ class LinearAttention(nn.Module):
         self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def rope(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """float32 cos/sin tables (C/2, h, w) for this map size, cached per device. A cached pair is used only if it
-        really is on ``device`` (a cache that came through a checkpoint could have been mapped elsewhere)."""
-        key = (h, w, str(device))
-        hit = self._tables.get(key)
+        """float32 cos/sin tables (C/2, h, w) for this map size, cached per device (and rebuilt if not on it)."""
+        key, hit = (h, w, str(device)), self._tables.get((h, w, str(device)))
         if hit is None or hit[0].device != device:
             hit = self._tables[key] = _rope_tables(self.dim, h, w, device)
         return hit
 
-    def __getstate__(self) -> dict:
-        """Pickled (checkpoints, deepcopy) without the table cache: ``torch.load(map_location="cpu")`` moved a CUDA
-        run's cached tables to the CPU under their ``cuda:0`` key, and the final validation of a GPU training run
-        then mixed devices. The tables are rebuilt on first use."""
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        return {**state, "_tables": {}}
+    def __getstate__(self) -> dict:  # no cache in checkpoints: torch.load(map_location="cpu") moved a GPU run's
+        return {**self.__dict__, "_tables": {}}  # tables to the CPU under their cuda:0 key (tests/test_mlla.py)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
