@@ -19,21 +19,27 @@
 # Measured on the H200 (16 cores), 2026-12-04: ten 50-epoch runs side by side trained in ~5.5 min after a ~2.5 min
 # start that threads oversubscription caused (fixed since: runner.child_env); a 150-epoch pair run beside them at
 # nice 10 got 21 epochs in 7 min.
+#
+# A dry run here on the CPU before spending device time (every setting can be overridden from the environment):
+#   OUT=/tmp/o PY=.venv/bin/python DEVICE=cpu SEEDS=0 EPOCHS=1 IMGSZ=64 JOBS=2 STUDY_OUT=/tmp/o/study \
+#     STUDY_RUNS=/tmp/o/runs bash benchmarks/device/study_gpu.sh e50 300
 set -u
-PHASE=${1:?e50 or e150}; BUDGET=${2:-500}; OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+PHASE=${1:?e50 or e150}; BUDGET=${2:-500}; OUT=${OUT:-/tmp/out}; PY=${PY:-python3}; mkdir -p "$OUT"
 T0=$(date +%s); el() { echo $(( $(date +%s) - T0 )); }
 case $PHASE in
-  e50) ARGS="--seeds 5-9 --epochs 50 --out benchmarks/results/study/bccd-e50 --runs runs/study --jobs 10" ;;
-  e150) ARGS="--seeds 0-1 --epochs 150 --out benchmarks/results/study/bccd-e150 --runs runs/study-e150 --jobs 4" ;;
+  e50) SEEDS=${SEEDS:-5-9}; EPOCHS=${EPOCHS:-50}; JOBS=${JOBS:-10}; STUDY_RUNS=${STUDY_RUNS:-runs/study} ;;
+  e150) SEEDS=${SEEDS:-0-1}; EPOCHS=${EPOCHS:-150}; JOBS=${JOBS:-4}; STUDY_RUNS=${STUDY_RUNS:-runs/study-e150} ;;
   *) echo "phase must be e50 or e150" >&2; exit 2 ;;
 esac
-if ! python3 -c "import ultralytics" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
+STUDY_OUT=${STUDY_OUT:-benchmarks/results/study/bccd-$PHASE}
+if ! $PY -c "import ultralytics" 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
 fi
-ln -sfn ../runtimes edge_mlla/runtimes; ln -sfn ../quantize edge_mlla/quantize  # pyproject's package-dir, uninstalled
 export PYTHONPATH=$PWD:/tmp/site:$PWD/benchmarks/device/shim PYTHONUNBUFFERED=1 YOLO_OFFLINE=1
-nvidia-smi -L; python3 -c "import sys, torch, ultralytics; print(sys.version.split()[0], torch.__version__, ultralytics.__version__, torch.cuda.is_available())"
-python3 - <<'PY' || exit 4
+# pyproject's package-dir maps runtimes/ and quantize/ into edge_mlla; without an install, links do it
+$PY -c "import edge_mlla.runtimes" 2>/dev/null || { ln -sfn ../runtimes edge_mlla/runtimes; ln -sfn ../quantize edge_mlla/quantize; }
+nvidia-smi -L 2>/dev/null; $PY -c "import sys, torch, ultralytics; print(sys.version.split()[0], torch.__version__, ultralytics.__version__, torch.cuda.is_available())"
+$PY - <<'PY' || exit 4
 # label caches written once, before ten runs start side by side and would all write them at once
 from ultralytics.data.dataset import YOLODataset
 from ultralytics.data.utils import check_det_dataset
@@ -46,15 +52,16 @@ for split in ("train", "val", "test"):
     print(split, len(YOLODataset(img_path=d[split], data=d, imgsz=416, augment=False).labels), "labels")
 PY
 snap() {
-  tar czf "$OUT/.s.tgz" benchmarks/results/study $(ls runs/study*/*.log runs/study*/*/results.csv 2>/dev/null) 2>/dev/null \
+  tar czf "$OUT/.s.tgz" "$STUDY_OUT" $(ls "$STUDY_RUNS"/*.log "$STUDY_RUNS"/*/results.csv 2>/dev/null) 2>/dev/null \
     && mv "$OUT/.s.tgz" "$OUT/study-$PHASE.tgz"
 }
 mon() { while sleep 30; do
   echo "t=$(el) load=$(cut -d' ' -f1 /proc/loadavg) gpu=$(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader)" \
-    "epochs: $(for f in runs/study*/*/results.csv; do [ -f "$f" ] && printf '%s=%s ' "$(basename "$(dirname "$f")")" $(( $(wc -l < "$f") - 1 )); done)"
+    "epochs: $(for f in "$STUDY_RUNS"/*/results.csv; do [ -f "$f" ] && printf '%s=%s ' "$(basename "$(dirname "$f")")" $(( $(wc -l < "$f") - 1 )); done)"
   snap; done; }
 mon > "$OUT/monitor-$PHASE.log" 2>&1 & MON=$!
-timeout -k 60 "$BUDGET" python3 -m edge_mlla study --models yolo11n-mlla.yaml,yolo11n.yaml --data bccd --imgsz 416 \
-  --batch 16 --device 0 --no-progress $ARGS > "$OUT/study-$PHASE.log" 2>&1
+timeout -k 60 "$BUDGET" $PY -m edge_mlla study --models yolo11n-mlla.yaml,yolo11n.yaml --data bccd \
+  --imgsz "${IMGSZ:-416}" --batch 16 --device "${DEVICE:-0}" --no-progress --seeds "$SEEDS" --epochs "$EPOCHS" \
+  --jobs "$JOBS" --out "$STUDY_OUT" --runs "$STUDY_RUNS" > "$OUT/study-$PHASE.log" 2>&1
 echo "study exit $? at t=$(el)"; kill $MON; snap
 grep -h "done: pooled\|failed" "$OUT/study-$PHASE.log"; tail -n 2 "$OUT/monitor-$PHASE.log"
