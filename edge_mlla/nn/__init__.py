@@ -18,10 +18,9 @@ from edge_mlla.nn.modules import (
     LinearAttention,
     MLLABlock,
     MLLABlockDeploy,
-    apply_rope,
     convert_official_state_dict,
-    rope_angles,
 )
+from edge_mlla.nn.rope import apply_rope, rope_angles
 from edge_mlla.nn.register import CFG_DIR, model_config, model_yamls, resolve_model_yaml
 
 __all__ = [

@@ -19,12 +19,12 @@ runs.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edge_mlla.errors import ConfigError, InputTypeError, ShapeError
+from edge_mlla.nn.rope import apply_rope, rope_tables, rope_tables_traced
 
 __all__ = [
     "C2MLLA",
@@ -32,65 +32,10 @@ __all__ = [
     "MLLABlockDeploy",
     "LayerNorm2d",
     "LinearAttention",
-    "rope_angles",
-    "apply_rope",
     "convert_official_state_dict",
 ]
 
-ROPE_BASE = 10000.0
 Z_EPS = 1e-6
-
-
-# ----------------------------------------------------------------------------------------------------------- RoPE
-def rope_angles(dim: int, h: int, w: int) -> np.ndarray:
-    """Angles of the paper's 2D RoPE for ``dim`` channels on an ``h x w`` map, shape (dim/2, h, w), float64.
-
-    Channel pairs (2i, 2i+1) rotate together; with ``k_max = dim/4`` and
-    ``theta_k = base^(-k/k_max)``, the first ``dim/4`` pairs turn by row index x theta_k, the last
-    ``dim/4`` by column index x theta_k.
-
-    Example:
-        >>> rope_angles(8, 2, 3).shape
-        (4, 2, 3)
-    """
-    if dim % 4:
-        raise ConfigError(f"2D RoPE needs a channel count divisible by 4, got {dim}")
-    k_max = dim // 4
-    theta = ROPE_BASE ** (-np.arange(k_max, dtype=np.float64) / k_max)  # (k_max,)
-    rows = np.arange(h, dtype=np.float64)[:, None] * np.ones((1, w))
-    cols = np.ones((h, 1)) * np.arange(w, dtype=np.float64)[None, :]
-    return np.concatenate([theta[:, None, None] * rows[None], theta[:, None, None] * cols[None]], axis=0)
-
-
-def _rope_tables(dim: int, h: int, w: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    ang = rope_angles(dim, h, w)
-    cos = torch.from_numpy(np.cos(ang).astype(np.float32))
-    sin = torch.from_numpy(np.sin(ang).astype(np.float32))
-    return cos.to(device), sin.to(device)
-
-
-def _rope_tables_traced(dim: int, h: torch.Tensor | int, w: torch.Tensor | int, device: torch.device):
-    """The same tables from torch ops on (possibly traced) sizes: the dynamic-shape export path."""
-    k_max = dim // 4
-    theta = ROPE_BASE ** (-torch.arange(k_max, device=device, dtype=torch.float32) / k_max)
-    rows = torch.arange(h, device=device, dtype=torch.float32)
-    cols = torch.arange(w, device=device, dtype=torch.float32)
-    rr = theta[:, None, None] * rows[None, :, None] + 0.0 * cols[None, None, :]
-    cc = theta[:, None, None] * cols[None, None, :] + 0.0 * rows[None, :, None]
-    ang = torch.cat([rr, cc], dim=0)
-    return ang.cos(), ang.sin()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (2i, 2i+1) of NCHW ``x`` by the angles whose cos/sin are (C/2, H, W) tables.
-
-    The tables are float32; the result is promoted to float32 with them.
-    """
-    b, c, h, w = x.shape
-    x = x.reshape(b, c // 2, 2, h, w)
-    xe, xo = x[:, :, 0], x[:, :, 1]
-    out = torch.stack([xe * cos - xo * sin, xe * sin + xo * cos], dim=2)
-    return out.reshape(b, c, h, w)
 
 
 # ---------------------------------------------------------------------------------------------------- small parts
@@ -165,7 +110,7 @@ class LinearAttention(nn.Module):
         """float32 cos/sin tables (C/2, h, w) for this map size, cached per device (and rebuilt if not on it)."""
         key, hit = (h, w, str(device)), self._tables.get((h, w, str(device)))
         if hit is None or hit[0].device != device:
-            hit = self._tables[key] = _rope_tables(self.dim, h, w, device)
+            hit = self._tables[key] = rope_tables(self.dim, h, w, device)
         return hit
 
     def __getstate__(self) -> dict:  # no cache in checkpoints: torch.load(map_location="cpu") moved a GPU run's
@@ -405,7 +350,7 @@ class MLLABlockDeploy(nn.Module):
     def _static_tables(self, h: int, w: int, device: torch.device, dtype: torch.dtype):
         key = (h, w, str(device), dtype)
         if key not in self._tables:
-            cos, sin = _rope_tables(self.dim, h, w)  # (C/2, h, w) float32 from numpy: constants in a trace
+            cos, sin = rope_tables(self.dim, h, w)  # (C/2, h, w) float32 from numpy: constants in a trace
             cos_t, sin_t = _pack_tables(cos, sin, self.num_heads, h * w)
             self._tables[key] = (cos_t.to(device, dtype), sin_t.to(device, dtype))
         return self._tables[key]
@@ -416,7 +361,7 @@ class MLLABlockDeploy(nn.Module):
         if self.dynamic:
             h, w = x.shape[-2], x.shape[-1]
             n = h * w
-            cos, sin = _rope_tables_traced(c, h, w, x.device)
+            cos, sin = rope_tables_traced(c, h, w, x.device)
             cos_t, sin_t = _pack_tables(cos, sin, nh, n)
             cos_t, sin_t = cos_t.to(x.dtype), sin_t.to(x.dtype)
         else:
