@@ -115,6 +115,8 @@ def test_an_imported_run_with_weights_is_rescored_not_retrained(trained):
     again = next(r for r in after if Path(r["run_dir"]).name == "yolo11n-s1")
     assert again["source"] == "benchmarks/train_study.py, re-scored by edge-mlla study" and again["per_image"]
     assert again["pooled"] == before[(again["run_dir"], 1)]["pooled"] and len(after) == 4  # replaced, not added
+    # where it was scored is kept apart from where it trained (the import's threads, or None when it did not say)
+    assert again["scored_on"]["threads"] >= 1 and again["threads"] == before[(again["run_dir"], 1)].get("threads")
 
 
 def test_records_hold_the_run_and_where_it_ran(trained):

@@ -235,7 +235,8 @@ def execute(spec: RunSpec, on_epoch: OnEpoch | None = None) -> tuple[dict, Image
                            "resumed_at": resumed, "python": platform.python_version()}  # fmt: skip
     if spec.rescore_of is not None:  # training happened elsewhere: keep what the import knew of it
         old = spec.rescore_of
-        rec["scored_on"] = {k: rec[k] for k in ("device", "cpu", "cores", "gpu")}
+        rec["scored_on"] = {k: rec[k] for k in ("device", "cpu", "cores", "gpu", "threads")}
+        rec["threads"] = old.get("threads")  # the training's, when the import knew it
         rec.update({k: old[k] for k in _TRAINING_FACTS if old.get(k) is not None and (rec.get(k) is None or k in _WHERE)})
         rec["source"] = f"{old.get('source', 'imported')}, re-scored by {TOOL}"
         rec["note"] = f"re-scored from its weights; trained by {old.get('source', 'an earlier tool')}"
