@@ -113,29 +113,35 @@ def test_tables_stay_float32_and_block_is_finite_under_bf16_autocast():
     assert (y.float() - ref).abs().max().item() < 0.1 * ref.abs().max().item()
 
 
-def test_checkpoints_do_not_carry_the_rope_cache_and_a_stale_one_is_rebuilt():
+@pytest.mark.parametrize("form", ["training", "deploy"])
+def test_checkpoints_do_not_carry_the_rope_cache_and_a_stale_one_is_rebuilt(form):
     """A CUDA run's cached tables went into best.pt; torch.load(map_location="cpu") put them on the CPU under their
-    cuda:0 key, and the run's final validation on the GPU mixed devices. The cache is not pickled, and a cached pair
-    on another device than asked for is rebuilt (here: a pair moved to the meta device under the cpu key)."""
+    cuda:0 key, and the run's final validation on the GPU mixed devices. Both block forms cache tables: neither
+    pickles its cache, and a cached pair on another device than asked for is rebuilt (here: a pair moved to the meta
+    device under the cpu key)."""
     import copy
     import io
 
     blk = _randomize(MLLABlock(64)).eval()
+    if form == "deploy":
+        blk = blk.reparameterize()
+    attn = blk.attn if form == "training" else blk
     x = torch.randn(1, 64, 8, 10)
     with torch.no_grad():
         ref = blk(x)
-    assert blk.attn._tables  # the forward filled it
+    assert attn._tables  # the forward filled it
     buf = io.BytesIO()
     torch.save(blk, buf)
     buf.seek(0)
     loaded = torch.load(buf, map_location="cpu", weights_only=False)
-    assert loaded.attn._tables == {} and copy.deepcopy(blk).attn._tables == {}
-    assert blk.attn._tables  # pickling left the live module's cache alone
-    key = next(iter(blk.attn._tables))
-    blk.attn._tables[key] = tuple(t.to("meta") for t in blk.attn._tables[key])
+    assert (loaded.attn if form == "training" else loaded)._tables == {}
+    assert (copy.deepcopy(blk).attn if form == "training" else copy.deepcopy(blk))._tables == {}
+    assert attn._tables  # pickling left the live module's cache alone
+    key = next(iter(attn._tables))
+    attn._tables[key] = tuple(t.to("meta") for t in attn._tables[key])
     with torch.no_grad():
         assert torch.equal(blk(x), ref) and torch.equal(loaded(x), ref)
-    assert blk.attn._tables[key][0].device == x.device
+    assert attn._tables[key][0].device == x.device
 
 
 def test_gradients_reach_every_parameter():

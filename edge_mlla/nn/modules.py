@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_mlla.errors import ConfigError, InputTypeError, ShapeError
-from edge_mlla.nn.rope import apply_rope, rope_tables, rope_tables_traced
+from edge_mlla.nn.rope import TableCache, apply_rope, rope_tables, rope_tables_traced
 
 __all__ = [
     "C2MLLA",
@@ -96,7 +96,7 @@ class DropPath(nn.Module):
 
 
 # -------------------------------------------------------------------------------------------- training form
-class LinearAttention(nn.Module):
+class LinearAttention(TableCache, nn.Module):
     """The paper's linear attention with 2D RoPE and LePE, on NCHW input (``v`` is the input itself)."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
@@ -107,14 +107,8 @@ class LinearAttention(nn.Module):
         self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def rope(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """float32 cos/sin tables (C/2, h, w) for this map size, cached per device (and rebuilt if not on it)."""
-        key, hit = (h, w, str(device)), self._tables.get((h, w, str(device)))
-        if hit is None or hit[0].device != device:
-            hit = self._tables[key] = rope_tables(self.dim, h, w, device)
-        return hit
-
-    def __getstate__(self) -> dict:  # no cache in checkpoints: torch.load(map_location="cpu") moved a GPU run's
-        return {**self.__dict__, "_tables": {}}  # tables to the CPU under their cuda:0 key (tests/test_mlla.py)
+        """float32 cos/sin tables (C/2, h, w) for this map size, cached per device (:class:`TableCache`)."""
+        return self.cached_tables((h, w, str(device)), device, lambda: rope_tables(self.dim, h, w, device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -269,7 +263,7 @@ def _pack_tables(cos: torch.Tensor, sin: torch.Tensor, nh: int, n) -> tuple[torc
     return torch.cat([c, c / n], dim=0), torch.cat([s2, s2 / n], dim=0)
 
 
-class MLLABlockDeploy(nn.Module):
+class MLLABlockDeploy(TableCache, nn.Module):
     """Re-parameterized MLLA block: export-friendly ops only, equal to :class:`MLLABlock` in float32.
 
     What changed against the training form: ``x + cpe(x)`` folded into one depthwise conv (twice);
@@ -348,12 +342,12 @@ class MLLABlockDeploy(nn.Module):
         return self
 
     def _static_tables(self, h: int, w: int, device: torch.device, dtype: torch.dtype):
-        key = (h, w, str(device), dtype)
-        if key not in self._tables:
+        def build():
             cos, sin = rope_tables(self.dim, h, w)  # (C/2, h, w) float32 from numpy: constants in a trace
             cos_t, sin_t = _pack_tables(cos, sin, self.num_heads, h * w)
-            self._tables[key] = (cos_t.to(device, dtype), sin_t.to(device, dtype))
-        return self._tables[key]
+            return cos_t.to(device, dtype), sin_t.to(device, dtype)
+
+        return self.cached_tables((h, w, str(device), dtype), device, build)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, nh = self.dim, self.num_heads

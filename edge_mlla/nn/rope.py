@@ -4,6 +4,8 @@ or from torch ops on traced sizes for a dynamic-shape export) and the rotation. 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -62,3 +64,24 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     xe, xo = x[:, :, 0], x[:, :, 1]
     out = torch.stack([xe * cos - xo * sin, xe * sin + xo * cos], dim=2)
     return out.reshape(b, c, h, w)
+
+
+Tables = tuple[torch.Tensor, torch.Tensor]
+
+
+class TableCache:
+    """Mixin for a module that caches its RoPE tables in ``self._tables`` (key -> (cos, sin)): a cached pair is used
+    only if it is on the device asked for, and the cache is never pickled (checkpoints, ``deepcopy``). A GPU run's
+    cached tables went into best.pt, ``torch.load(map_location="cpu")`` moved them to the CPU under their ``cuda:0``
+    key, ``model.to()`` does not move a dict, and the run's final validation on the GPU mixed devices."""
+
+    _tables: dict[tuple, Tables]
+
+    def cached_tables(self, key: tuple, device: torch.device, build: Callable[[], Tables]) -> Tables:
+        hit = self._tables.get(key)
+        if hit is None or hit[0].device != device:
+            hit = self._tables[key] = build()
+        return hit
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_tables": {}}

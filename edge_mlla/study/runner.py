@@ -132,7 +132,7 @@ def _launch(spec: RunSpec) -> tuple[subprocess.Popen, Path, Any]:
 def child_env(jobs: int) -> dict[str, str]:
     """A run's environment: the CPU cores shared out between the ``jobs`` runs at a time (``OMP_NUM_THREADS``,
     unless the user set it). Without it every run's torch took all the cores for its CPU-side work (building the
-    model, counting its FLOPs, scoring), and ten runs on a 16-core GPU machine spent 2.5 minutes at a load of 160
+    model, counting its FLOPs, scoring), and ten runs on the H200 machine (16 cores) spent 2.5 minutes at a load of 160
     before their first epoch."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, jobs))))
