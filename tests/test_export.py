@@ -354,3 +354,44 @@ def test_dfl_export_form_is_ultralytics_dfl():
     assert swap_dfl(head) == 1 and isinstance(head.dfl, DFLExport) and swap_dfl(head) == 0
     plain = Detect(nc=3, reg_max=1, ch=(16, 32))  # no bins (YOLO26-style): nothing to swap
     assert swap_dfl(plain) == 0 and isinstance(plain.dfl, torch.nn.Identity)
+
+
+def test_split_blocks_export_form_is_exact():
+    # cv1 as two convolutions (no channel split in the graph) against each block's own forward, bit for bit
+    import torch
+    from ultralytics.nn.modules.block import C2PSA, C3k2
+    from ultralytics.utils.torch_utils import fuse_conv_and_bn
+
+    from edge_mlla.export.blocks import split_cv1
+    from edge_mlla.nn.modules import C2MLLA
+
+    class Own(C3k2):  # a subclass with its own forward is left alone
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return super().forward(x) * 2
+
+    torch.manual_seed(0)
+    for block, n in ((C3k2(16, 32, n=2, c3k=True), 1), (C2PSA(64, 64), 1), (C2MLLA(64, 64), 1), (Own(16, 32), 0)):
+        block.eval()
+        for c in block.modules():  # as export fuses: conv + BN -> conv with bias
+            if hasattr(c, "bn") and hasattr(c, "forward_fuse"):
+                c.conv, c.forward = fuse_conv_and_bn(c.conv, c.bn), c.forward_fuse
+                delattr(c, "bn")
+        x = torch.randn(2, block.cv1.conv.in_channels, 8, 12)
+        with torch.no_grad():
+            ref = block(x)
+            assert split_cv1(block) == n and split_cv1(block) == 0  # once
+            assert torch.equal(block(x), ref), type(block).__name__
+        assert hasattr(block, "cv1a") == bool(n) and hasattr(block, "cv1") == (not n)
+    unfused = C3k2(16, 32)  # cv1 still has its BatchNorm: not a fused Conv, not changed
+    assert split_cv1(unfused) == 0 and hasattr(unfused, "cv1")
+
+
+def test_exported_split_blocks_have_no_channel_split(made):
+    # the exported graph computes the halves with two convolutions: no Split reads a block's cv1 output
+    import onnx
+
+    g = onnx.load(str(made())).graph
+    producer = {o: n for n in g.node for o in n.output}
+    split_of_cv1 = [n.name for n in g.node if n.op_type == "Split" and "cv1" in producer.get(n.input[0], n).name]
+    assert split_of_cv1 == []
+    assert sum("cv1a" in n.name for n in g.node if n.op_type == "Conv") >= 1

@@ -201,9 +201,11 @@ def _prepare(model, hw: tuple[int, int], batch: int, dynamic: bool, reparam: boo
             m.xyxy = False  # (B, 4 + nc, A) xywh for NMS heads; end-to-end heads (YOLO26) give (B, max_det, 6) xyxy
             m.agnostic_nms = False
             m.max_det = min(getattr(m, "max_det", 300), sum((hw[0] // int(s)) * (hw[1] // int(s)) for s in model.stride))
+    from edge_mlla.export.blocks import split_cv1
     from edge_mlla.export.head import swap_dfl
 
     swap_dfl(model)  # the box decoding without DFL's transpose (same numbers; cheaper in OpenVINO)
+    split_cv1(model)  # split blocks' first conv as two: no channel split in the graph (same numbers)
     for p in model.parameters():
         p.requires_grad_(False)
     return model  # no dry run: bind() ran the model once already and the trace runs it again
