@@ -310,4 +310,4 @@ def test_vs_goals_report_the_rounds_range():
     assert lat["ratio"] == pytest.approx(float(np.median(per_round)), abs=1e-3) and lat["rounds"] == (0.8, 0.84)
     assert not lat["met"] and lat["within_spread"]  # median 0.81 > 0.8, but round 1 was 0.80
     assert fps["met"] and fps["rounds"] == (1.25, 1.625) and fps["within_spread"]  # 1.3 lies inside 1.25-1.625
-    assert "latency 0.81x (rounds 0.80-0.84; <= 0.8: not met, the goal inside the rounds' range)" in res.table()
+    assert "latency 0.810x (rounds 0.800-0.840; <= 0.8: not met, the goal inside the rounds' range)" in res.table()

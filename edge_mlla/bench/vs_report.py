@@ -103,12 +103,13 @@ def _goal(ratio: float | None, spread: tuple[float, float] | None, limit: float,
 
 
 def _goal_text(name: str, g: dict[str, Any]) -> str:
-    """``latency 0.81x (rounds 0.80-0.84; <= 0.8: not met, the goal inside the rounds' range)``."""
-    spread = f"rounds {fmt(g['rounds'][0], 2)}-{fmt(g['rounds'][1], 2)}; " if g.get("rounds") else ""
+    """``latency 0.812x (rounds 0.800-0.840; <= 0.8: not met, the goal inside the rounds' range)``: three decimals,
+    so a ratio just past its goal does not print as the goal itself."""
+    spread = f"rounds {fmt(g['rounds'][0], 3)}-{fmt(g['rounds'][1], 3)}; " if g.get("rounds") else ""
     verdict = "met" if g["met"] else "not met"
     if g.get("within_spread"):
         verdict += ", the goal inside the rounds' range"
-    return f"{name} {fmt(g['ratio'], 2)}x ({spread}{g['goal']}: {verdict})"
+    return f"{name} {fmt(g['ratio'], 3)}x ({spread}{g['goal']}: {verdict})"
 
 
 @dataclass
