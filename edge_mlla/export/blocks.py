@@ -7,7 +7,9 @@ convolution's output channels are independent, so ``cv1`` with its weights and b
 on its own: the same numbers to the bit (the float IRs' outputs are identical), no split in the graph. Detector end
 to end at batch 1 on the INT8 IRs, interleaved rounds: 0.977x the latency (6 rounds, 0.975-1.004) while this
 shared host ran slow (10 ms a frame), 1.00x while it ran fast (7.4 ms): the reference copies are what a busy memory
-system slows most. INT8 mAP50-95 unchanged within calibration noise (BCCD val 0.5516 against 0.5502).
+system slows most. INT8 mAP50-95 unchanged within calibration noise (BCCD val 0.5516 against 0.5502). The float
+models, same A/B: OpenVINO bf16 0.995x, f32 1.007x (the one small cost), ONNX Runtime f32 0.954x; with oneDNN capped
+at AVX2 (no VNNI, no BF16): INT8 0.995x, f32 0.997x.
 
 Example:
     >>> import torch
