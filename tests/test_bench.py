@@ -311,3 +311,28 @@ def test_vs_goals_report_the_rounds_range():
     assert not lat["met"] and lat["within_spread"]  # median 0.81 > 0.8, but round 1 was 0.80
     assert fps["met"] and fps["rounds"] == (1.25, 1.625) and fps["within_spread"]  # 1.3 lies inside 1.25-1.625
     assert "latency 0.810x (rounds 0.800-0.840; <= 0.8: not met, the goal inside the rounds' range)" in res.table()
+
+
+def test_vs_ultralytics_refuses_a_clip_that_is_not_a_video(trained_pt, tiny_data, tmp_path, capsys, monkeypatch):
+    # a text file as --clip is refused up front, before the four models are made (it used to fail in Ultralytics'
+    # predict after them, as an unexpected error); a video that opens is accepted (the bundled clip)
+    from edge_mlla.bench.vs_ultralytics import _clip
+    from edge_mlla.clips import bundled_clip
+    from edge_mlla.errors import MissingFileError, SourceError
+
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    with pytest.raises(SourceError, match="notes.mp4"):
+        _clip(str(text))
+    with pytest.raises(MissingFileError, match="clip not found"):
+        _clip(str(tmp_path / "missing.mp4"))
+    assert _clip(str(bundled_clip())) == bundled_clip() and _clip(None) == bundled_clip()
+    import edge_mlla.bench.vs_ultralytics as vs
+
+    def made(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("models were made before the clip was checked")
+
+    monkeypatch.setattr(vs, "_make_models", made)
+    rc = main(["bench", "--vs-ultralytics", str(trained_pt), "--data", str(tiny_data), "--clip", str(text), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "notes.mp4" in err and "Traceback" not in err and "please report" not in err

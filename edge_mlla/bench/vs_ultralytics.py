@@ -43,7 +43,7 @@ import numpy as np
 from edge_mlla.bench.measure import interleaved
 from edge_mlla.bench.options import bar, quiet
 from edge_mlla.bench.vs_report import Row, VsResult
-from edge_mlla.errors import ConfigError, EdgeMLLAError, MissingFileError
+from edge_mlla.errors import ConfigError, EdgeMLLAError, MissingFileError, SourceError
 
 LOGGER = logging.getLogger("edge_mlla")
 CONF, IOU = 0.25, 0.45  # the same thresholds for both predictors
@@ -113,8 +113,8 @@ def compare(checkpoint: str | os.PathLike, data: str | os.PathLike = "bccd", opt
         :class:`~edge_mlla.bench.vs_report.VsResult` (``.table()``, ``.rows``, ``.ratios``, ``.goals``).
 
     Raises:
-        MissingFileError, ModelFileError (checkpoint, clip), DatasetError (data), ConfigError (options),
-        MissingDependencyError (ultralytics, openvino, nncf).
+        MissingFileError (checkpoint, clip), SourceError (a clip that is not a readable video), DatasetError (data),
+        ConfigError (options), MissingDependencyError (ultralytics, openvino, nncf).
     """
     from edge_mlla.bench.run import need_torch
     from edge_mlla.data import validate_dataset
@@ -153,6 +153,15 @@ def _clip(clip: str | None) -> Path:
     p = Path(clip)
     if not p.is_file():
         raise MissingFileError(f"clip not found: {p} (a video file for the stream FPS)")
+    from edge_mlla.stream.sources import open_source
+
+    cap, _ = open_source(p)  # SourceError when it is not a video: before minutes of making and scoring models
+    try:
+        ok, frame = cap.read()
+    finally:
+        cap.release()
+    if not ok or frame is None:
+        raise SourceError(f"{p}: no frame could be read from it (a video file for the stream FPS)")
     return p
 
 
