@@ -123,12 +123,9 @@ def read_graph(model: object) -> Graph:
             except Exception as e:
                 raise ModelFileError(f"{path} is not a readable ONNX model: {e}") from e
         if path.suffix == ".xml":
-            import openvino as ov
+            from edge_mlla.ovread import read_model
 
-            try:
-                return _from_openvino(ov.Core().read_model(str(path)), str(path))
-            except Exception as e:
-                raise ModelFileError(f"{path} is not a readable OpenVINO IR: {e}") from e
+            return _from_openvino(read_model(path), str(path))
         raise ModelFileError(f"expected an .onnx or OpenVINO .xml model, got {path.name!r}")
     mod = type(model).__module__
     if mod.startswith("onnx"):

@@ -380,15 +380,9 @@ def inspect_model(path: str | os.PathLike) -> ModelFile:
             for o in m.graph.output
         )
     else:
-        from edge_mlla._env import _opt_out_telemetry
+        from edge_mlla.ovread import read_model
 
-        _opt_out_telemetry()
-        import openvino as ov
-
-        try:
-            m = ov.Core().read_model(str(p))
-        except Exception as e:
-            raise ModelFileError(f"{p} is not a readable OpenVINO IR: {e}") from e
+        m = read_model(p)
         if len(m.inputs) != 1:
             raise ModelFileError(f"{p} has {len(m.inputs)} inputs; a detector has one image input")
         port = m.inputs[0]

@@ -63,14 +63,14 @@ def quantize_openvino(
     ``validation_fn(run, items) -> mAP`` scores a model given ``run(batch) -> output0`` on ``validation_items``;
     both are required with ``max_drop`` (absolute mAP50-95 drop, e.g. 0.01).
     """
-    import openvino as ov
+    from edge_mlla.ovread import read_model
 
     if preset not in PRESETS:
         raise ConfigError(f"preset must be one of {PRESETS}, got {preset!r}")
     if bias_correction not in BIAS_CORRECTION:
         raise ConfigError(f"bias_correction must be one of {BIAS_CORRECTION}, got {bias_correction!r}")
     nncf = _nncf()
-    model = ov.Core().read_model(str(src.path))
+    model = read_model(src.path)
     graph = read_graph(model)
     groups = policy.select_groups(graph)
     ignored = sorted(set().union(*groups.values())) if groups else []

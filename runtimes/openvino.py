@@ -19,7 +19,6 @@ stay light.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 
 from edge_mlla.errors import BackendUnavailableError, ClosedError, ConfigError, ModelFileError
 from edge_mlla.modelfile import has_quant_ops, normalize_precision, read_openvino_metadata, resolve_model_file
+from edge_mlla.ovread import one_line, read_model  # noqa: F401  (one_line re-exported)
 from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, check_threads, register
 from edge_mlla.runtimes.capabilities import device_capabilities, is_simulated, native_precision  # noqa: F401  (re-exported)
 
@@ -45,35 +45,6 @@ def _import_ov() -> Any:
     import openvino as ov
 
     return ov
-
-
-def one_line(e: BaseException) -> str:
-    """An OpenVINO exception as one readable line: its "Exception from src/...cpp:N:" source-location lines dropped.
-
-    Example:
-        >>> one_line(RuntimeError("Exception from src/core.cpp:84:\\nException from src/a.cpp:9:\\nUnable to read the model"))
-        'Unable to read the model'
-    """
-    lines = [ln.strip() for ln in str(e).splitlines()]
-    kept = [re.sub(r"^Check '.*?' failed at \S+:\d+:\s*", "", ln) for ln in lines
-            if ln and not re.match(r"^Exception from \S+:\d+:?$", ln)]
-    return " ".join(kept)[:300] or type(e).__name__
-
-
-def _check_ir(path: Path) -> None:
-    """An ``.xml`` must be an OpenVINO IR before OpenVINO's frontends guess at it (its TensorFlow frontend prints
-    parse errors of a random file straight to stderr)."""
-    if path.suffix.lower() != ".xml":
-        return
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except OSError as e:
-        raise ModelFileError(f"{path} could not be read: {e}") from e
-    if b"<net" not in head.lstrip(b"\xef\xbb\xbf \t\r\n")[:4096] or not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
-        raise ModelFileError(f"{path} is not an OpenVINO IR (an .xml file with a <net> element and its .bin beside it)")
-    if not path.with_suffix(".bin").is_file():
-        raise ModelFileError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing (it goes beside the .xml)")
 
 
 def is_image_input(port: Any) -> bool:
@@ -220,11 +191,7 @@ class OpenVINOBackend(AsyncBackend):
 
     def _read(self, ov: Any, core: Any, path: Path, fused_preprocess: bool) -> Any:
         """Read the model file and its metadata; preprocessing moves into the graph where it can."""
-        _check_ir(path)
-        try:
-            model = core.read_model(str(path))
-        except Exception as e:
-            raise ModelFileError(f"openvino could not read {path}: {one_line(e)}") from e
+        model = read_model(path, core)
         self._metadata = read_openvino_metadata(model, path)
         self.input_layout = "nchw"
         if fused_preprocess and _fusable(model):

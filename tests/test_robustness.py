@@ -215,6 +215,8 @@ def _bad_inputs(tmp: Path) -> dict[str, str]:
     rng = np.random.default_rng(0)
     (tmp / "rand.pt").write_bytes(rng.bytes(3000))
     (tmp / "rand.xml").write_bytes(rng.bytes(3000))
+    (tmp / "cut.xml").write_text('<?xml version="1.0"?>\n<net name="m" version="11">\n<layers>\n')  # an IR cut short
+    (tmp / "cut.bin").write_bytes(rng.bytes(64))
     names8 = tmp / "names8.yaml"  # BCCD's own images and labels (ids 0-2), but an 8-class KITTI-like yaml
     names8.write_text(f"path: {BCCD}\ntrain: images/train\nval: images/val\n"
                       "names: [car, van, truck, pedestrian, person_sitting, cyclist, tram, misc]\n")  # fmt: skip
@@ -225,7 +227,7 @@ def _bad_inputs(tmp: Path) -> dict[str, str]:
         shutil.copy(im, nl / "images/val" / im.name)
     (nl / "data.yaml").write_text("train: images/val\nval: images/val\nnames: [RBC, WBC, Platelets]\n")
     return {"names8": str(names8), "nolabels": str(nl / "data.yaml"), "randpt": str(tmp / "rand.pt"),
-            "randxml": str(tmp / "rand.xml")}
+            "randxml": str(tmp / "rand.xml"), "cutxml": str(tmp / "cut.xml")}
 
 
 def test_predict_same_names_subfolders_and_warnings_as_one_line(exported, tmp_path):
@@ -269,6 +271,11 @@ def test_predict_same_names_subfolders_and_warnings_as_one_line(exported, tmp_pa
         (["eval", "{onnx}", "--data", "{nolabels}"], "none of the 2 val images has a labelled object", 2),
         (["export", "{randpt}"], "is not a PyTorch checkpoint", 2),
         (["predict", "{randxml}", "{img}"], "is not an OpenVINO IR", 2),
+        (["quantize", "{randxml}", "--calib", "bccd"], "is not an OpenVINO IR", 2),
+        (["predict", "{cutxml}", "{img}"], "openvino could not read .*cut.xml: .*tags mismatch", 2),
+        (["quantize", "{cutxml}", "--calib", "bccd"], "openvino could not read .*cut.xml: .*tags mismatch", 2),
+        (["eval", "{cutxml}", "--data", "bccd"], "openvino could not read .*cut.xml: .*tags mismatch", 2),
+        (["export-repo", "{cutxml}", "--out", "{empty}/repo"], "openvino could not read .*cut.xml: .*tags mismatch", 2),
     ],
 )  # fmt: skip
 def test_cli_errors_are_one_line_never_a_traceback(exported, tmp_path, args, needle, code):
