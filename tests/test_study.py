@@ -308,3 +308,27 @@ def test_image_term_separates_the_arms_image_by_image_part_from_run_noise():
     assert split and v == pytest.approx(0.25, rel=0.08)
     v1, split1 = image_term(maps, [0], [ka])  # one run per arm: the run parts cannot be told apart
     assert not split1 and v1 == pytest.approx(0.25 + 2 * 0.5, rel=0.08)
+
+
+@pytest.mark.parametrize(
+    "arm,err,needle",
+    [
+        ("nope.yaml", "MissingFileError", "model 'nope.yaml' not found"),
+        ("yolo11q-mlla.yaml", "ConfigError", "unknown model scale 'q'"),
+        ("{notmodel}", "ConfigError", "is not a model yaml"),
+        ("{missing_pt}", "MissingFileError", "checkpoint not found"),
+        ("model.onnx", "ConfigError", "a study arm is a model yaml"),
+    ],
+)
+def test_study_checks_every_arm_before_any_run(tmp_path, arm, err, needle):
+    # a misspelt arm is refused up front (it used to start, fail one run per seed, and write an empty report)
+    from edge_mlla import errors
+    from edge_mlla.study.runner import check_model, plan_study
+
+    (tmp_path / "notmodel.yaml").write_text("a: 1\n")
+    arm = arm.format(notmodel=tmp_path / "notmodel.yaml", missing_pt=tmp_path / "gone.pt")
+    with pytest.raises(getattr(errors, err), match=needle):
+        plan_study(["yolo11n.yaml", arm], seeds="0-1", out=tmp_path / "out", runs=tmp_path / "runs")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+    for good in ("yolo11n.yaml", "yolo11n-mlla.yaml", "yolo26n-mlla-p4.yaml", str(PT)):  # Ultralytics', ours, a .pt
+        check_model(good)

@@ -194,6 +194,33 @@ def _term_as_interrupt() -> Any:
         return None
 
 
+def check_model(model: str) -> None:
+    """An arm must be a model yaml Ultralytics or we can build (ours, its own, or a file) or an existing ``.pt``:
+    checked before any run starts (a misspelt name otherwise failed each of its runs, one log per seed)."""
+    from edge_mlla.errors import MissingFileError
+
+    p = Path(model)
+    if p.suffix.lower() == ".pt":
+        if not p.is_file():
+            raise MissingFileError(f"checkpoint not found: {p}")
+        return
+    if p.suffix.lower() not in (".yaml", ".yml"):
+        raise ConfigError(f"a study arm is a model yaml (e.g. yolo11n-mlla.yaml) or a .pt checkpoint, got {model!r}")
+    import edge_mlla.nn  # noqa: F401  (our yamls: Ultralytics' yaml loader finds them)
+    import ultralytics.nn.tasks as tasks
+
+    try:
+        d = tasks.yaml_model_load(model)  # reads the yaml only: no model is built
+    except FileNotFoundError as e:
+        raise MissingFileError(f"model {model!r} not found: neither one of our yamls, Ultralytics' nor a file ({e})") from e
+    except ConfigError:
+        raise
+    except Exception as e:  # not yaml at all
+        raise ConfigError(f"model {model!r} could not be read: {type(e).__name__}: {e}") from e
+    if not isinstance(d, dict) or not {"backbone", "head"} <= set(d):
+        raise ConfigError(f"{model!r} is not a model yaml (it has no backbone and head), e.g. yolo11n-mlla.yaml")
+
+
 def plan_study(models: Sequence[str] | str, data: str = "bccd", seeds: str | int | Sequence[int] = "0-3", *,
                epochs: int = 50, imgsz: int = 416, batch: int = 16, out: str | os.PathLike = "runs/study",
                runs: str | os.PathLike | None = None) -> tuple[list[dict], list[tuple[RunSpec, str]]]:  # fmt: skip
@@ -202,6 +229,8 @@ def plan_study(models: Sequence[str] | str, data: str = "bccd", seeds: str | int
     models = [m.strip() for m in models.split(",")] if isinstance(models, str) else list(models)
     if not models or not all(isinstance(m, str) and m for m in models) or len({arm_of(m) for m in models}) != len(models):
         raise ConfigError(f"models must be distinct model yamls, e.g. yolo11n.yaml,yolo11n-mlla.yaml, got {models!r}")
+    for m in models:
+        check_model(m)
     recipe = Recipe(data_name(data), imgsz, batch, epochs)
     records = read_records(out)
     check_recipe(records, recipe)
