@@ -28,7 +28,7 @@ import numpy as np
 
 from edge_mlla.errors import BackendUnavailableError, ClosedError, ConfigError, ModelFileError
 from edge_mlla.modelfile import has_quant_ops, normalize_precision, read_openvino_metadata, resolve_model_file
-from edge_mlla.ovread import one_line, read_model  # noqa: F401  (one_line re-exported)
+from edge_mlla.ovread import one_line, read_model
 from edge_mlla.runtimes.base import AsyncBackend, TensorSpec, check_threads, register
 from edge_mlla.runtimes.capabilities import device_capabilities, is_simulated, native_precision  # noqa: F401  (re-exported)
 

@@ -356,8 +356,8 @@ def test_dfl_export_form_is_ultralytics_dfl():
     assert swap_dfl(plain) == 0 and isinstance(plain.dfl, torch.nn.Identity)
 
 
-def test_split_blocks_export_form_is_exact():
-    # cv1 as two convolutions (no channel split in the graph) against each block's own forward, bit for bit
+def test_split_blocks_export_form_computes_the_same():
+    # cv1 as two convolutions (no channel split in the graph) against each block's own forward (f32, float rounding)
     import torch
     from ultralytics.nn.modules.block import C2PSA, C3k2
     from ultralytics.utils.torch_utils import fuse_conv_and_bn
@@ -380,7 +380,8 @@ def test_split_blocks_export_form_is_exact():
         with torch.no_grad():
             ref = block(x)
             assert split_cv1(block) == n and split_cv1(block) == 0  # once
-            assert torch.equal(block(x), ref), type(block).__name__
+            # the same sums; a kernel picked for half the output channels may order them otherwise on another CPU
+            torch.testing.assert_close(block(x), ref, rtol=1e-5, atol=1e-6, msg=type(block).__name__)
         assert hasattr(block, "cv1a") == bool(n) and hasattr(block, "cv1") == (not n)
     unfused = C3k2(16, 32)  # cv1 still has its BatchNorm: not a fused Conv, not changed
     assert split_cv1(unfused) == 0 and hasattr(unfused, "cv1")

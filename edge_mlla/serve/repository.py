@@ -161,10 +161,10 @@ def read_model(model: str | os.PathLike) -> _Model:
 
 def _openvino_file_specs(path: Path) -> tuple[list[Any], list[Any]]:
     """Inputs and outputs of a model file as OpenVINO reads it (before any compile-time preprocessing)."""
-    from edge_mlla.ovread import read_model
+    from edge_mlla import ovread  # (this module has a read_model of its own)
     from edge_mlla.runtimes import TensorSpec
 
-    model = read_model(path)
+    model = ovread.read_model(path)
 
     def spec(port: Any) -> Any:
         shape = tuple(None if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
