@@ -1,20 +1,15 @@
-import sys, time, statistics, json
+"""Interleaved A/B of one model under Detector settings: the default against each JSON set of Detector keywords,
+e.g. ab_config.py X.xml '{"config": {"ENABLE_CPU_PINNING": false}}' '{"precision": "f32"}' (5 rounds).
+(The f32-float-ops run on the INT8 IR was '{"precision": "f32"}'; OpenVINO properties go under "config".)"""
+import json, os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _ab import rounds
 from edge_mlla import Detector
 from edge_mlla.bench.run import default_image
 from edge_mlla.ops import read_image
 img = read_image(default_image())
-cfgs = [None] + [json.loads(c) for c in sys.argv[2:]]
-dets = [Detector(sys.argv[1], **({"config": c} if c else {})) for c in cfgs]
+kws = [{}] + [json.loads(c) for c in sys.argv[2:]]
+dets = [Detector(sys.argv[1], **kw) for kw in kws]
 for d in dets:
     for _ in range(20): d(img)
-rs = [[] for _ in dets[1:]]
-for rnd in range(5):
-    t = [[] for _ in dets]
-    for k in range(150):
-        for j in range(len(dets)):
-            i = (j + k) % len(dets)
-            a = time.perf_counter(); dets[i](img); t[i].append(time.perf_counter() - a)
-    med = [statistics.median(v) * 1e3 for v in t]
-    for r, m in zip(rs, med[1:]): r.append(m / med[0])
-    print(f"round {rnd}: " + "  ".join(f"{m:.3f}" for m in med), flush=True)
-for c, r in zip(cfgs[1:], rs): print(c, f"median ratio {statistics.median(r):.3f} ({min(r):.3f}-{max(r):.3f})")
+rounds([lambda d=d: d(img) for d in dets], 5, 150, ["default"] + sys.argv[2:])

@@ -1,22 +1,17 @@
-"""A/B: float IR/ONNX exported with and without split_cv1, Detector end to end at batch 1 (interleaved)."""
-import sys, time, statistics
+"""A/B: float IR/ONNX exported with and without split_cv1 (export_nosplit.py), Detector end to end at batch 1.
+Usage: ab_float.py OLD.xml NEW.xml OLD.onnx NEW.onnx   (bf16, f32 on OpenVINO, then ONNX Runtime; 4 rounds each)"""
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _ab import rounds
 from edge_mlla import Detector
 from edge_mlla.bench.run import default_image
 from edge_mlla.ops import read_image
 img = read_image(default_image())
-old, new = sys.argv[1], sys.argv[2]
-for kw in ({"precision": "bf16"}, {"precision": "f32"}, {"backend": "onnxruntime"}):
-    o_, n_ = (old, new) if "backend" not in kw else (sys.argv[3], sys.argv[4])
-    dets = [Detector(p, **kw) for p in (o_, n_)]
+for kw, files in (({"precision": "bf16"}, sys.argv[1:3]), ({"precision": "f32"}, sys.argv[1:3]),
+                  ({"backend": "onnxruntime"}, sys.argv[3:5])):
+    dets = [Detector(p, **kw) for p in files]
     for d in dets:
         for _ in range(10): d(img)
-    rs = []
-    for rnd in range(4):
-        t = [[], []]
-        for k in range(60):
-            for j in (0, 1):
-                i = (j + k) % 2
-                a = time.perf_counter(); dets[i](img); t[i].append(time.perf_counter() - a)
-        m = [statistics.median(v) * 1e3 for v in t]; rs.append(m[1] / m[0])
-    print(kw, f"old {m[0]:.2f} ms new {m[1]:.2f} ms; new/old median {statistics.median(rs):.3f} ({min(rs):.3f}-{max(rs):.3f})", flush=True)
+    print(kw)
+    rounds([lambda d=d: d(img) for d in dets], 4, 60, ["old", "new"])
     for d in dets: d.close()

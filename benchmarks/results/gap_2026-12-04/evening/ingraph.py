@@ -3,6 +3,8 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as op
 sys.path.insert(0, ".")  # run from the repo root
+sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.abspath(__file__)))
+from _ab import rounds
 from runtimes.openvino import _fuse_preprocess
 from edge_mlla.ops import preprocess, postprocess, read_image
 
@@ -81,12 +83,7 @@ def new():
     d = req.get_output_tensor(1).data
     return Detections(xyxy=np.ascontiguousarray(scale_boxes(d[:, 1:5].astype(np.float32), metas[0], clip=True)), confidence=d[:, 5].copy(), class_id=d[:, 6].astype(np.int64), names=names)
 for _ in range(20): old(); new()
-for rnd in range(3):
-    to, tn = [], []
-    for k in range(300):
-        for fn, acc in ((old, to), (new, tn)) if k % 2 else ((new, tn), (old, to)):
-            t = time.perf_counter(); fn(); acc.append(time.perf_counter() - t)
-    print(f"round {rnd}: old {statistics.median(to)*1e3:.3f} ms  new {statistics.median(tn)*1e3:.3f} ms  ratio {statistics.median(tn)/statistics.median(to):.3f}")
+rounds([old, new], 3, 300, ["python NMS", "in-graph NMS"])
 
 print("--- decode-only variant")
 dec = op.concat([boxes, op.transpose(best, op.constant(np.array([0, 2, 1], np.int64))), op.transpose(op.convert(idx, "f32"), op.constant(np.array([0, 2, 1], np.int64)))], 2)
@@ -105,9 +102,4 @@ def dec_only():
 a, b = old(), dec_only()
 print("same:", np.array_equal(a.xyxy, b.xyxy), np.array_equal(a.confidence, b.confidence), np.array_equal(a.class_id, b.class_id))
 for _ in range(20): dec_only()
-for rnd in range(3):
-    to, tn = [], []
-    for k in range(300):
-        for fn, acc in ((old, to), (dec_only, tn)) if k % 2 else ((dec_only, tn), (old, to)):
-            t = time.perf_counter(); fn(); acc.append(time.perf_counter() - t)
-    print(f"round {rnd}: old {statistics.median(to)*1e3:.3f} ms  decode-in-graph {statistics.median(tn)*1e3:.3f} ms  ratio {statistics.median(tn)/statistics.median(to):.3f}")
+rounds([old, dec_only], 3, 300, ["python decode", "decode in graph"])
